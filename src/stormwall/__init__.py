@@ -1,0 +1,66 @@
+"""
+stormwall: observable resilience for Python.
+
+One pipeline (circuit breaker, rate limiter, bulkhead, call, retry with
+jittered back-off, timeout, fallback) runs every call, in sync and asyncio
+alike, and every decision it takes is an event on a hook bus that exporters
+turn into traces, metrics and logs.
+"""
+
+from __future__ import annotations
+
+from ._breaker import BreakerStatistics, CircuitBreaker, CircuitState
+from ._bulkhead import Bulkhead, BulkheadStatistics
+from ._bus import BusStatistics, EventBus, Subscription, default_bus
+from ._clock import Clock, MockClock, MonotonicClock
+from ._errors import (
+    AttemptTimeoutError,
+    BulkheadFullError,
+    CircuitOpenError,
+    ConfigError,
+    RateLimitedError,
+    RejectedError,
+    StormwallError,
+)
+from ._limiters import (
+    CompositeLimiter,
+    LeakyBucket,
+    Limiter,
+    LimiterStatistics,
+    SlidingWindow,
+    TokenBucket,
+)
+from ._retry import RetryBudget, RetryPolicy
+from ._version import __version__
+
+
+__all__ = [
+    "AttemptTimeoutError",
+    "BreakerStatistics",
+    "Bulkhead",
+    "BulkheadFullError",
+    "BulkheadStatistics",
+    "BusStatistics",
+    "CircuitBreaker",
+    "CircuitOpenError",
+    "CircuitState",
+    "Clock",
+    "CompositeLimiter",
+    "ConfigError",
+    "EventBus",
+    "LeakyBucket",
+    "Limiter",
+    "LimiterStatistics",
+    "MockClock",
+    "MonotonicClock",
+    "RateLimitedError",
+    "RejectedError",
+    "RetryBudget",
+    "RetryPolicy",
+    "SlidingWindow",
+    "StormwallError",
+    "Subscription",
+    "TokenBucket",
+    "__version__",
+    "default_bus",
+]

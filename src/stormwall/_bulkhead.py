@@ -1,0 +1,11 @@
+"""Bulkhead (being written)."""
+
+from __future__ import annotations
+
+
+class Bulkhead:
+    """Bulkhead."""
+
+
+class BulkheadStatistics:
+    """Snapshot."""

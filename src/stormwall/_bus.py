@@ -1,0 +1,237 @@
+"""
+The hook bus: components emit events, exporters and recorders subscribe.
+
+Handlers are plain synchronous callables run inline, in subscription order,
+on the emitting thread; they must not block (batching belongs to the
+exporter's own machinery, e.g. OpenTelemetry's span processors).
+
+Design notes:
+
+- The subscriber list is copy-on-write. `emit` never takes a lock: it reads
+  an immutable tuple of handlers resolved once per concrete event type, so
+  subscribing or unsubscribing during an emission is safe and takes effect
+  from the next emission.
+- Nobody listening costs about nothing: `wants` is one dict look-up, and the
+  executors test it before they even build an event.
+- A handler that raises is isolated: the other handlers and the emitter go
+  on; the error is logged once per handler on the ``stormwall`` logger and
+  counted in `statistics`. The handler stays subscribed (a transient
+  exporter failure should not silence it for the rest of the process).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ._errors import ConfigError
+from ._events import Event
+
+
+if TYPE_CHECKING:
+    from types import TracebackType
+    from typing import Self
+
+
+__all__ = [
+    "BusStatistics",
+    "EventBus",
+    "Handler",
+    "Subscription",
+    "default_bus",
+]
+
+logger = logging.getLogger("stormwall")
+
+
+class Handler(Protocol):
+    """A callable that receives events."""
+
+    def __call__(self, event: Any, /) -> object:
+        """Handle one event (must not block)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class BusStatistics:
+    """
+    A snapshot of a bus.
+
+    Attributes:
+        subscriptions: Active subscriptions.
+        handler_errors: Exceptions raised by handlers so far (all isolated).
+        generation: Bumped by every subscribe; executors use it to announce
+            themselves once to new subscribers.
+    """
+
+    subscriptions: int
+    handler_errors: int
+    generation: int
+
+
+class Subscription:
+    """
+    A handle on one subscription; `close` (or leaving ``with``) ends it.
+    """
+
+    __slots__ = ("_bus", "event_types", "handler")
+
+    def __init__(
+        self,
+        bus: EventBus,
+        handler: Handler,
+        event_types: tuple[type[Event], ...],
+    ) -> None:
+        self._bus: EventBus | None = bus
+        self.handler = handler
+        self.event_types = event_types
+
+    @property
+    def active(self) -> bool:
+        """Whether the subscription still receives events."""
+        return self._bus is not None
+
+    def close(self) -> None:
+        """Unsubscribe (idempotent)."""
+        bus, self._bus = self._bus, None
+        if bus is not None:
+            bus._remove(self)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        types = ", ".join(t.__name__ for t in self.event_types) or "all"
+        state = "active" if self.active else "closed"
+        return f"<Subscription {self.handler!r} to {types} ({state})>"
+
+
+class EventBus:
+    """
+    Delivers events to the handlers subscribed to their type.
+
+    `stormwall.default_bus` is the process-wide instance every executor uses
+    unless given ``bus=``.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._subs: tuple[Subscription, ...] = ()
+        self._cache: dict[type[Event], tuple[Handler, ...]] = {}
+        self._errors = 0
+        self._reported: set[int] = set()
+        self.generation = 0
+
+    def subscribe(
+        self, handler: Handler, *event_types: type[Event]
+    ) -> Subscription:
+        """
+        Call ``handler(event)`` for every event of the given types.
+
+        Args:
+            handler: A synchronous callable taking one event.
+            event_types: Event classes (subclasses match too); none means
+                every event.
+
+        Returns:
+            A `Subscription`; close it, or use it as a context manager, to
+            unsubscribe.
+
+        Raises:
+            ConfigError: ``handler`` is not callable or a type is not an
+                `Event` subclass.
+        """
+        if not callable(handler):
+            raise ConfigError(
+                "handler", f"expected a callable, got {type(handler).__name__}"
+            )
+        for t in event_types:
+            if not (isinstance(t, type) and issubclass(t, Event)):  # type: ignore[redundant-expr]
+                raise ConfigError(
+                    "event_types", f"{t!r} is not an Event subclass"
+                )
+        sub = Subscription(self, handler, tuple(event_types))
+        with self._lock:
+            self._subs = (*self._subs, sub)
+            self._cache = {}
+            self.generation += 1
+        return sub
+
+    def _remove(self, sub: Subscription) -> None:
+        with self._lock:
+            self._subs = tuple(s for s in self._subs if s is not sub)
+            self._cache = {}
+
+    def wants(self, event_type: type[Event]) -> bool:
+        """Whether any handler would receive an event of this type."""
+        if not self._subs:
+            return False
+        handlers = self._cache.get(event_type)
+        if handlers is None:
+            handlers = self._resolve(event_type)
+        return bool(handlers)
+
+    def emit(self, event: Event) -> None:
+        """Deliver ``event`` to its handlers, isolating any that raise."""
+        handlers = self._cache.get(type(event))
+        if handlers is None:
+            handlers = self._resolve(type(event))
+        for handler in handlers:
+            try:
+                handler(event)
+            except Exception as exc:  # noqa: BLE001 - isolation is the point
+                self._handler_failed(handler, event, exc)
+
+    def _resolve(self, event_type: type[Event]) -> tuple[Handler, ...]:
+        # Read the cache before the subscriptions: a concurrent subscribe
+        # swaps the subscriptions first, so a stale result can only land in
+        # a cache that is already being replaced.
+        cache = self._cache
+        handlers = tuple(
+            s.handler
+            for s in self._subs
+            if not s.event_types or issubclass(event_type, s.event_types)
+        )
+        cache[event_type] = handlers
+        return handlers
+
+    def _handler_failed(
+        self, handler: Handler, event: Event, exc: Exception
+    ) -> None:
+        with self._lock:
+            self._errors += 1
+            first = id(handler) not in self._reported
+            self._reported.add(id(handler))
+        if first:
+            logger.error(
+                "stormwall event handler %r raised on %s; the call goes on "
+                "(further errors of this handler are counted, not logged)",
+                handler,
+                event.name,
+                exc_info=exc,
+            )
+
+    def statistics(self) -> BusStatistics:
+        """A snapshot of subscriptions and isolated handler errors."""
+        return BusStatistics(
+            subscriptions=len(self._subs),
+            handler_errors=self._errors,
+            generation=self.generation,
+        )
+
+    def __repr__(self) -> str:
+        return f"<EventBus subscriptions={len(self._subs)}>"
+
+
+default_bus = EventBus()
+"""The process-wide bus used by every executor not given ``bus=``."""

@@ -1,0 +1,185 @@
+"""
+What every time-keeping, event-reporting component shares.
+
+Limiters, the bulkhead and the circuit breaker each have a name, a clock and a
+bus. The rules (DESIGN §1, §4):
+
+- **Bus.** A component reports on its own ``bus=`` if given; otherwise, inside
+  a call, on the bus of the executor running the call; outside a call, on the
+  bus of the first executor it was wired into; standalone, on
+  `stormwall.default_bus`.
+- **Clock.** A component given ``clock=`` keeps it. One given none adopts the
+  clock of the executor it is wired into (standalone: the real clock). Two
+  explicit clocks that disagree inside one executor are a `ConfigError` at
+  construction, never a silent real sleep in a test.
+
+`CallContext` carries who is calling (executor, key, call id, attempt, the
+executor's bus) into a component's decision methods, so the events a
+component reports inside a call carry the call's identity. Executors only
+build one when somebody listens.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from . import _validate
+from ._bus import EventBus, default_bus
+from ._clock import DEFAULT_CLOCK, Clock
+from ._errors import ConfigError
+
+
+if TYPE_CHECKING:
+    from ._events import Event
+
+
+class CallContext:
+    """Who is calling: the identity stamped on events inside a call."""
+
+    __slots__ = ("attempt", "bus", "call_id", "executor", "key")
+
+    def __init__(
+        self,
+        executor: str,
+        key: str,
+        call_id: int,
+        bus: EventBus,
+        attempt: int | None = None,
+    ) -> None:
+        self.executor = executor
+        self.key = key
+        self.call_id = call_id
+        self.bus = bus
+        self.attempt = attempt
+
+
+def check_clock(param: str, clock: object) -> Clock | None:
+    """``None`` or an object with the `Clock` methods."""
+    if clock is None:
+        return None
+    if not isinstance(clock, Clock):
+        raise ConfigError(
+            param,
+            "expected a Clock (now(), sleep(), sleep_async()), "
+            f"got {type(clock).__name__}",
+        )
+    return clock
+
+
+def check_bus(param: str, bus: object) -> EventBus | None:
+    """``None`` or an `EventBus`."""
+    if bus is None:
+        return None
+    return _validate.instance_of(param, bus, EventBus, "an EventBus")
+
+
+class Component:
+    """
+    Base of limiters, bulkheads and breakers: name, clock and bus binding.
+
+    Subclasses call ``Component.__init__`` first, then use:
+
+    - ``self._clock`` for time (never ``time.monotonic``);
+    - ``self._bus_for(ctx)`` for the bus to report on, then
+      ``bus.wants(EventType)`` before building an event, and
+      ``self._stamp(ctx)`` for the common event fields.
+    """
+
+    __slots__ = (
+        "_bound_bus",
+        "_bound_executor",
+        "_clock",
+        "_explicit_bus",
+        "_explicit_clock",
+        "_name",
+    )
+
+    def __init__(
+        self,
+        kind: str,
+        name: str | None,
+        clock: Clock | None,
+        bus: EventBus | None,
+    ) -> None:
+        self._name = _validate.name("name", name, default=kind)
+        self._explicit_clock = check_clock("clock", clock)
+        self._clock: Clock = self._explicit_clock or DEFAULT_CLOCK
+        self._explicit_bus = check_bus("bus", bus)
+        self._bound_bus: EventBus | None = None
+        self._bound_executor: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The name used in events, errors and metric labels."""
+        return self._name
+
+    @property
+    def clock(self) -> Clock:
+        """The clock this component keeps time with."""
+        return self._clock
+
+    def _bind(
+        self, executor: str, clock: Clock, bus: EventBus, param: str
+    ) -> None:
+        """
+        Wire this component into an executor.
+
+        Raises:
+            ConfigError: naming ``param``, when the component's clock is not
+                the executor's.
+        """
+        if self._explicit_clock is not None:
+            if self._explicit_clock is not clock:
+                raise ConfigError(
+                    param,
+                    f"{self._name!r} keeps time with {self._explicit_clock!r}"
+                    f" but the executor uses {clock!r}; give both the same "
+                    "clock",
+                )
+        elif self._bound_executor is not None and self._clock is not clock:
+            raise ConfigError(
+                param,
+                f"{self._name!r} is already wired into executor "
+                f"{self._bound_executor!r} with clock {self._clock!r}; "
+                f"this executor uses {clock!r}",
+            )
+        else:
+            self._clock = clock
+        if self._bound_executor is None:
+            self._bound_executor = executor
+            self._bound_bus = bus
+
+    def _bus_for(self, ctx: CallContext | None) -> EventBus:
+        """The bus to report on (see the module docstring)."""
+        if self._explicit_bus is not None:
+            return self._explicit_bus
+        if ctx is not None:
+            return ctx.bus
+        return self._bound_bus or default_bus
+
+    def _buses(self) -> tuple[EventBus, ...]:
+        """Buses other than the executor's this component reports on."""
+        return () if self._explicit_bus is None else (self._explicit_bus,)
+
+    def _stamp(self, ctx: CallContext | None) -> dict[str, Any]:
+        """The common fields of an event reported now."""
+        if ctx is None:
+            return {
+                "time": self._clock.now(),
+                "executor": self._bound_executor,
+            }
+        return {
+            "time": self._clock.now(),
+            "executor": ctx.executor,
+            "key": ctx.key,
+            "call_id": ctx.call_id,
+            "attempt": ctx.attempt,
+        }
+
+    def _report(
+        self, ctx: CallContext | None, event_type: type[Event], **fields: Any
+    ) -> None:
+        """Build and emit ``event_type`` if anybody listens for it."""
+        bus = self._bus_for(ctx)
+        if bus._subs and bus.wants(event_type):
+            bus.emit(event_type(**self._stamp(ctx), **fields))

@@ -1,0 +1,11 @@
+"""Retry (being written)."""
+
+from __future__ import annotations
+
+
+class RetryPolicy:
+    """Retry policy."""
+
+
+class RetryBudget:
+    """Retry budget."""

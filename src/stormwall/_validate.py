@@ -1,0 +1,158 @@
+"""
+Parameter checks shared by every public constructor.
+
+Each helper returns the normalised value or raises ``ConfigError`` naming the
+parameter. ``bool`` is refused where a number is expected: ``True`` as a
+capacity is always a mistake.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+from typing import TYPE_CHECKING, TypeVar
+
+from ._errors import ConfigError
+
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+
+T = TypeVar("T")
+
+
+def _number(name: str, value: object) -> float:
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(
+            name, f"expected a number, got {type(value).__name__}"
+        )
+    if math.isnan(value):
+        raise ConfigError(name, "must not be NaN")
+    return float(value)
+
+
+def positive(name: str, value: object, *, finite: bool = True) -> float:
+    """A number > 0 (finite unless told otherwise)."""
+    v = _number(name, value)
+    if v <= 0:
+        raise ConfigError(name, f"must be > 0, got {value!r}")
+    if finite and math.isinf(v):
+        raise ConfigError(name, "must be finite")
+    return v
+
+
+def non_negative(name: str, value: object, *, finite: bool = True) -> float:
+    """A number >= 0 (finite unless told otherwise)."""
+    v = _number(name, value)
+    if v < 0:
+        raise ConfigError(name, f"must be >= 0, got {value!r}")
+    if finite and math.isinf(v):
+        raise ConfigError(name, "must be finite")
+    return v
+
+
+def optional_non_negative(name: str, value: object) -> float | None:
+    """``None`` (no limit) or a finite number >= 0."""
+    return None if value is None else non_negative(name, value)
+
+
+def optional_positive(name: str, value: object) -> float | None:
+    """``None`` or a finite number > 0."""
+    return None if value is None else positive(name, value)
+
+
+def fraction(name: str, value: object) -> float:
+    """A rate in (0, 1]."""
+    v = _number(name, value)
+    if not 0 < v <= 1:
+        raise ConfigError(name, f"must be in (0, 1], got {value!r}")
+    return v
+
+
+def positive_int(name: str, value: object) -> int:
+    """An ``int`` >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(name, f"expected an int, got {type(value).__name__}")
+    if value < 1:
+        raise ConfigError(name, f"must be >= 1, got {value!r}")
+    return value
+
+
+def non_negative_int(name: str, value: object) -> int:
+    """An ``int`` >= 0."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(name, f"expected an int, got {type(value).__name__}")
+    if value < 0:
+        raise ConfigError(name, f"must be >= 0, got {value!r}")
+    return value
+
+
+def optional_positive_int(name: str, value: object) -> int | None:
+    """``None`` or an ``int`` >= 1."""
+    return None if value is None else positive_int(name, value)
+
+
+def name(param: str, value: object, default: str) -> str:
+    """A non-empty ``str`` name, or the default when ``None``."""
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise ConfigError(param, f"expected a str, got {type(value).__name__}")
+    if not value or value != value.strip():
+        raise ConfigError(
+            param, "must be non-empty, without surrounding spaces"
+        )
+    return value
+
+
+def instance_of(
+    param: str, value: object, cls: type[T] | tuple[type, ...], what: str
+) -> T:
+    """``value`` when it is an instance of ``cls``."""
+    if not isinstance(value, cls):
+        raise ConfigError(
+            param, f"expected {what}, got {type(value).__name__}"
+        )
+    return value  # type: ignore[return-value]
+
+
+def exception_matcher(
+    param: str, value: object
+) -> Callable[[BaseException], bool]:
+    """
+    Turn exception types or a predicate into one predicate.
+
+    Accepts an exception class, a tuple of them, or a callable taking the
+    exception and returning a truthy value.
+    """
+    if isinstance(value, type) and issubclass(value, BaseException):
+        types: tuple[type[BaseException], ...] = (value,)
+    elif isinstance(value, tuple):
+        if not all(
+            isinstance(t, type) and issubclass(t, BaseException) for t in value
+        ):
+            raise ConfigError(
+                param, "a tuple must hold exception classes only"
+            )
+        types = value
+    elif callable(value):
+        pred = value
+
+        def matches(exc: BaseException) -> bool:
+            return bool(pred(exc))
+
+        return matches
+    else:
+        raise ConfigError(
+            param,
+            "expected an exception class, a tuple of them, or a predicate, "
+            f"got {type(value).__name__}",
+        )
+
+    def is_instance(exc: BaseException) -> bool:
+        return isinstance(exc, types)
+
+    return is_instance
