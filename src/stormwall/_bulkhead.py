@@ -1,11 +1,365 @@
-"""Bulkhead (being written)."""
+"""
+Bulkhead: a cap on concurrent calls, with an optional FIFO wait for a slot.
+
+One object serves threads and asyncio at once. Rules:
+
+- A free slot is taken at once only when nobody is queued: a newcomer never
+  barges past a waiter.
+- A release hands its slot straight to the first waiter (the count of calls
+  in flight does not dip), and wakes it with its `Waiter`.
+- A waiter that gives up (``max_wait`` passed) leaves the queue; one that is
+  cancelled after being handed a slot passes the slot on, so no slot leaks.
+- The lock guards a few lines of bookkeeping; it is never held while waiting.
+"""
 
 from __future__ import annotations
 
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-class Bulkhead:
-    """Bulkhead."""
+from . import _validate
+from ._bus import default_bus
+from ._clock import Waiter
+from ._component import Component
+from ._errors import BulkheadFullError, StormwallError
+from ._events import BulkheadAcquired, BulkheadRejected, BulkheadReleased
 
 
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from ._bus import EventBus
+    from ._clock import Clock
+    from ._component import CallContext
+
+
+__all__ = ["Bulkhead", "BulkheadStatistics"]
+
+
+@dataclass(frozen=True, slots=True)
 class BulkheadStatistics:
-    """Snapshot."""
+    """
+    A snapshot of a bulkhead, from `Bulkhead.statistics`.
+
+    Attributes:
+        bulkhead: The bulkhead's name.
+        max_concurrent: The cap on calls in flight.
+        in_flight: Calls holding a slot now.
+        waiting: Callers queued for a slot now.
+        acquired: Slots granted so far (at once or after waiting).
+        rejected: Callers refused (full after ``max_wait``, or
+            ``try_acquire`` returning ``False``).
+        released: Slots given back so far.
+    """
+
+    bulkhead: str
+    max_concurrent: int
+    in_flight: int
+    waiting: int
+    acquired: int
+    rejected: int
+    released: int
+
+
+class _Slot:
+    """A queued caller: its waiter, and whether a release handed it a slot."""
+
+    __slots__ = ("granted", "waiter")
+
+    def __init__(self) -> None:
+        self.waiter = Waiter()
+        self.granted = False
+
+
+class Bulkhead(Component):
+    """
+    Lets at most ``max_concurrent`` calls run at once.
+
+    Use it as ``with bulkhead:`` / ``async with bulkhead:``, or wire it into
+    an executor with ``bulkhead=``.
+
+    Args:
+        max_concurrent: The cap on calls in flight.
+        max_wait: How long a caller may queue for a slot, in seconds, before
+            `BulkheadFullError`; ``0`` (the default) refuses at once, ``None``
+            waits as long as needed. Waiters are served in arrival order.
+        name: Used in events, errors and metrics (default ``"bulkhead"``).
+        clock: The clock (default: the executor's, else real time).
+        bus: Where to report events (default: the executor's, else
+            `stormwall.default_bus`).
+
+    Raises:
+        ConfigError: A parameter is out of its domain.
+    """
+
+    __slots__ = (
+        "_acquired",
+        "_in_flight",
+        "_lock",
+        "_max",
+        "_max_wait",
+        "_queue",
+        "_rejected",
+        "_released",
+    )
+
+    def __init__(
+        self,
+        max_concurrent: int,
+        *,
+        max_wait: float | None = 0.0,
+        name: str | None = None,
+        clock: Clock | None = None,
+        bus: EventBus | None = None,
+    ) -> None:
+        Component.__init__(self, "bulkhead", name, clock, bus)
+        self._max = _validate.positive_int("max_concurrent", max_concurrent)
+        self._max_wait = (
+            None
+            if max_wait is None
+            else _validate.non_negative("max_wait", max_wait, finite=False)
+        )
+        self._lock = threading.Lock()
+        self._queue: deque[_Slot] = deque()
+        self._in_flight = 0
+        self._acquired = 0
+        self._rejected = 0
+        self._released = 0
+
+    @property
+    def max_concurrent(self) -> int:
+        """The cap on calls in flight."""
+        return self._max
+
+    @property
+    def max_wait(self) -> float | None:
+        """How long a caller may queue (``None``: as long as needed)."""
+        return self._max_wait
+
+    # -- public API ----------------------------------------------------------
+
+    def try_acquire(self) -> bool:
+        """
+        Take a slot if one is free and nobody is queued for it.
+
+        Returns:
+            Whether a slot was taken; release it with `release`.
+        """
+        with self._lock:
+            ok = self._in_flight < self._max and not self._queue
+            if ok:
+                self._in_flight += 1
+                self._acquired += 1
+            else:
+                self._rejected += 1
+            in_flight = self._in_flight
+        bus = self._explicit_bus or self._bound_bus or default_bus
+        if bus._subs:
+            if ok:
+                self._report(
+                    None,
+                    BulkheadAcquired,
+                    bulkhead=self._name,
+                    in_flight=in_flight,
+                )
+            else:
+                self._report(
+                    None,
+                    BulkheadRejected,
+                    bulkhead=self._name,
+                    in_flight=in_flight,
+                )
+        return ok
+
+    def release(self) -> None:
+        """
+        Give a slot back (to the first waiter, if any).
+
+        Raises:
+            StormwallError: No slot is held: more releases than acquisitions.
+        """
+        self._release(None)
+
+    def statistics(self) -> BulkheadStatistics:
+        """A snapshot of the bulkhead (see `BulkheadStatistics`)."""
+        with self._lock:
+            return BulkheadStatistics(
+                bulkhead=self._name,
+                max_concurrent=self._max,
+                in_flight=self._in_flight,
+                waiting=len(self._queue),
+                acquired=self._acquired,
+                rejected=self._rejected,
+                released=self._released,
+            )
+
+    def __enter__(self) -> None:
+        self._acquire(None)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._release(None)
+
+    async def __aenter__(self) -> None:
+        await self._acquire_async(None)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._release(None)
+
+    def __repr__(self) -> str:
+        return (
+            f"Bulkhead({self._max}, max_wait={self._max_wait!r}, "
+            f"name={self._name!r})"
+        )
+
+    # -- what the executors call --------------------------------------------
+
+    def _enter(self) -> tuple[_Slot | None, bool, int]:
+        """
+        Take a free slot, or queue, or refuse (under the lock).
+
+        Returns:
+            ``(slot, entered, in_flight)``: a slot to wait on when queued,
+            else ``None`` with whether a slot was taken and the calls in
+            flight.
+        """
+        with self._lock:
+            if self._in_flight < self._max and not self._queue:
+                self._in_flight += 1
+                self._acquired += 1
+                return None, True, self._in_flight
+            if self._max_wait == 0:
+                self._rejected += 1
+                return None, False, self._in_flight
+            slot = _Slot()
+            self._queue.append(slot)
+            return slot, False, 0
+
+    def _acquire(self, ctx: CallContext | None) -> None:
+        slot, entered, in_flight = self._enter()
+        if slot is None:
+            self._entered(ctx, entered, in_flight, 0.0)
+            return
+        start = self._clock.now()
+        deadline = None if self._max_wait is None else start + self._max_wait
+        try:
+            slot.waiter.wait(self._clock, deadline)
+        except BaseException:
+            self._abandon(slot)
+            raise
+        self._settle(ctx, slot, start)
+
+    async def _acquire_async(self, ctx: CallContext | None) -> None:
+        slot, entered, in_flight = self._enter()
+        if slot is None:
+            self._entered(ctx, entered, in_flight, 0.0)
+            return
+        start = self._clock.now()
+        deadline = None if self._max_wait is None else start + self._max_wait
+        try:
+            await slot.waiter.wait_async(self._clock, deadline)
+        except BaseException:
+            self._abandon(slot)
+            raise
+        self._settle(ctx, slot, start)
+
+    def _release(self, ctx: CallContext | None) -> None:
+        with self._lock:
+            if self._in_flight <= 0:
+                raise StormwallError(
+                    f"bulkhead {self._name!r} released more often than "
+                    "acquired"
+                )
+            self._released += 1
+            handed = self._hand_off()
+            if handed is None:
+                self._in_flight -= 1
+            in_flight = self._in_flight
+        if handed is not None:
+            handed.waiter.notify()
+        bus = self._explicit_bus or (
+            ctx.bus if ctx is not None else self._bound_bus or default_bus
+        )
+        if bus._subs:
+            self._report(
+                ctx,
+                BulkheadReleased,
+                bulkhead=self._name,
+                in_flight=in_flight if handed is None else in_flight - 1,
+            )
+
+    # -- internals -----------------------------------------------------------
+
+    def _hand_off(self) -> _Slot | None:
+        """Give the slot being freed to the first waiter (lock held)."""
+        if self._queue:
+            slot = self._queue.popleft()
+            slot.granted = True
+            self._acquired += 1
+            return slot
+        return None
+
+    def _entered(
+        self,
+        ctx: CallContext | None,
+        entered: bool,
+        in_flight: int,
+        waited: float,
+    ) -> None:
+        """Report the outcome; raise `BulkheadFullError` when refused."""
+        bus = self._explicit_bus or (
+            ctx.bus if ctx is not None else self._bound_bus or default_bus
+        )
+        if entered:
+            if bus._subs:
+                self._report(
+                    ctx,
+                    BulkheadAcquired,
+                    bulkhead=self._name,
+                    in_flight=in_flight,
+                    waited=waited,
+                )
+            return
+        if bus._subs:
+            self._report(
+                ctx,
+                BulkheadRejected,
+                bulkhead=self._name,
+                in_flight=in_flight,
+            )
+        raise BulkheadFullError(self._name, in_flight)
+
+    def _settle(
+        self, ctx: CallContext | None, slot: _Slot, start: float
+    ) -> None:
+        """After the wait: keep the handed slot, or leave the queue refused."""
+        with self._lock:
+            if not slot.granted:
+                self._queue.remove(slot)
+                self._rejected += 1
+            in_flight = self._in_flight
+        waited = self._clock.now() - start
+        self._entered(ctx, slot.granted, in_flight, waited)
+
+    def _abandon(self, slot: _Slot) -> None:
+        """An interrupted waiter: leave the queue, or pass a handed slot on."""
+        with self._lock:
+            if not slot.granted:
+                self._queue.remove(slot)
+                return
+            handed = self._hand_off()
+            if handed is None:
+                self._in_flight -= 1
+        if handed is not None:
+            handed.waiter.notify()

@@ -290,7 +290,7 @@ class Waiter:
                 with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(_resolve, fut)
 
-    # -- sync ----------------------------------------------------------------
+    # -- sync -----------------------------------------------------------------
 
     def wait(self, clock: Clock, deadline: float | None) -> bool:
         """
@@ -371,7 +371,7 @@ class Waiter:
                 timer.cancel()
         return self.notified
 
-    # -- async ---------------------------------------------------------------
+    # -- async ----------------------------------------------------------------
 
     async def wait_async(self, clock: Clock, deadline: float | None) -> bool:
         """

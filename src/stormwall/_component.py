@@ -79,7 +79,7 @@ class Component:
 
     Subclasses call ``Component.__init__`` first, then use:
 
-    - ``self._clock`` for time (never ``time.monotonic``);
+    - ``self._clock`` for time (never the real clock directly);
     - ``self._bus_for(ctx)`` for the bus to report on, then
       ``bus.wants(EventType)`` before building an event, and
       ``self._stamp(ctx)`` for the common event fields.

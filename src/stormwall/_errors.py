@@ -69,22 +69,30 @@ class RejectedError(StormwallError):
 
 class CircuitOpenError(RejectedError):
     """
-    The circuit breaker is open (or forced open) and fails the call fast.
+    The circuit breaker fails the call fast.
 
     Attributes:
         breaker: The breaker's name.
+        state: Why: ``"open"``, ``"forced_open"``, or ``"half_open"`` when
+            every probe slot is taken.
         retry_after: Seconds until the breaker lets a probe through, or
-            ``None`` while it is forced open.
+            ``None`` when nobody can know (forced open, probes in flight).
     """
 
-    def __init__(self, breaker: str, retry_after: float | None) -> None:
-        when = (
-            "until reset"
-            if retry_after is None
-            else f"for another {retry_after:.3f}s"
-        )
-        super().__init__(f"circuit {breaker!r} is open {when}", retry_after)
+    def __init__(
+        self, breaker: str, retry_after: float | None, state: str = "open"
+    ) -> None:
+        if state == "half_open":
+            why = "half-open and every probe slot is taken"
+        elif state == "forced_open":
+            why = "forced open until reset"
+        elif retry_after is None:
+            why = "open"
+        else:
+            why = f"open for another {retry_after:.3f}s"
+        super().__init__(f"circuit {breaker!r} is {why}", retry_after)
         self.breaker = breaker
+        self.state = state
 
 
 class RateLimitedError(RejectedError):

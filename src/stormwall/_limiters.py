@@ -1,27 +1,1170 @@
-"""Rate limiters (being written)."""
+"""
+Rate limiters: token bucket, leaky bucket, sliding window and composite.
+
+One object serves threads and asyncio at once. The arithmetic lives in
+``stormwall._core._ratelimit`` (sans-I/O); this module is the shell: one
+``threading.Lock`` per limiter around each decision (never held while
+waiting), the per-key store, the waiting, and the events.
+
+How a request goes:
+
+1. Under the lock, the core either admits it at once (the fast path: a
+   look-up, two additions, a comparison) or computes its exact wait.
+2. A wait longer than ``timeout`` raises `RateLimitedError` at once, nothing
+   consumed, with the exact ``retry_after``.
+3. Otherwise the request is *booked*: the permit is charged now, so later
+   requests queue behind it (FIFO), and the caller sleeps until its time
+   with a `Waiter` (no polling). If another caller ahead of it cancels, its
+   reservation is refunded and the callers behind it are woken to recompute
+   when they may go, which is only ever earlier.
+4. A caller interrupted while it waits (``CancelledError``,
+   ``KeyboardInterrupt``, anything) gets its reservation refunded.
+"""
 
 from __future__ import annotations
 
+import math
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-class Limiter:
-    """Base of every limiter."""
+from . import _validate
+from ._bus import default_bus
+from ._clock import Waiter
+from ._component import Component
+from ._core._keystore import KeyStore
+from ._core._ratelimit import (
+    LeakyBucketPolicy,
+    SlidingWindowPolicy,
+    TokenBucketPolicy,
+)
+from ._errors import ConfigError, RateLimitedError
+from ._events import LimiterAllowed, LimiterRejected, LimiterWaited
 
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._bus import EventBus
+    from ._clock import Clock
+    from ._component import CallContext
+    from ._core._ratelimit import Reservation
+    from ._events import Event
+
+
+__all__ = [
+    "CompositeLimiter",
+    "LeakyBucket",
+    "Limiter",
+    "LimiterStatistics",
+    "SlidingWindow",
+    "TokenBucket",
+]
+
+_NEVER = -math.inf
+# Exact classes accepted without the full check (``bool`` is an ``int``
+# subclass, so it falls through to the check and is refused there).
+_NUMBERS = (int, float)
+
+
+@dataclass(frozen=True, slots=True)
 class LimiterStatistics:
-    """Snapshot."""
+    """
+    A snapshot of a limiter, from `Limiter.statistics`.
+
+    Attributes:
+        limiter: The limiter's name.
+        keys: Keys currently tracked (1 for a shared, ``per_key=False``
+            limiter; a composite sums its tiers).
+        allowed: Requests admitted at once.
+        waited: Requests admitted after waiting for their reservation.
+        rejected: Requests refused (``try_acquire`` returning ``False``,
+            `RateLimitedError`).
+        cancelled: Waits abandoned by cancellation; their reservations were
+            refunded unless already due.
+        waiting: Callers waiting right now.
+        evicted: Keys forgotten by ``max_keys`` (LRU) or ``ttl`` eviction.
+        evicted_owing: LRU evictions of keys that still owed capacity: each
+            may have let that key's next request through early. If it keeps
+            growing, raise ``max_keys``. TTL eviction never loses anything.
+    """
+
+    limiter: str
+    keys: int
+    allowed: int
+    waited: int
+    rejected: int
+    cancelled: int
+    waiting: int
+    evicted: int
+    evicted_owing: int
 
 
-class TokenBucket(Limiter):
-    """Token bucket."""
+class _Ticket:
+    """One waiting caller: its reservations (one per tier) and its waiter."""
+
+    __slots__ = ("owner", "parts", "waiter")
+
+    def __init__(self, owner: CompositeLimiter | None = None) -> None:
+        self.parts: list[tuple[_KeyedLimiter, Any, Reservation]] = []
+        self.waiter: Waiter | None = None
+        # A composite re-plans its pinned reservations when woken early.
+        self.owner = owner
+
+    def due(self) -> float:
+        """When the caller may go: the latest of its reservations."""
+        return max(part[2].at for part in self.parts)
 
 
-class LeakyBucket(Limiter):
-    """Leaky bucket."""
+def _notify(reservations: list[Reservation] | None) -> None:
+    """Wake the owners of reservations whose time moved."""
+    for res in reservations or ():
+        ticket = res.handle
+        if isinstance(ticket, _Ticket) and ticket.waiter is not None:
+            ticket.waiter.notify()
 
 
-class SlidingWindow(Limiter):
-    """Sliding window."""
+def _wait_sync(ticket: _Ticket, clock: Clock) -> None:
+    """Sleep until the ticket is due; refund it if interrupted."""
+    try:
+        while True:
+            # Publish the waiter before reading the time: a refund that moves
+            # the time after the read then notifies this waiter.
+            waiter = ticket.waiter = Waiter()
+            if not waiter.wait(clock, ticket.due()):
+                break
+            if ticket.owner is not None:
+                ticket.owner._replan(ticket)
+    except BaseException:
+        _cancel(ticket)
+        raise
+    _served(ticket)
+
+
+async def _wait_async(ticket: _Ticket, clock: Clock) -> None:
+    """`_wait_sync` for asyncio; cancellation refunds the reservation."""
+    try:
+        while True:
+            waiter = ticket.waiter = Waiter()
+            if not await waiter.wait_async(clock, ticket.due()):
+                break
+            if ticket.owner is not None:
+                ticket.owner._replan(ticket)
+    except BaseException:
+        _cancel(ticket)
+        raise
+    _served(ticket)
+
+
+def _cancel(ticket: _Ticket) -> None:
+    for tier, state, res in ticket.parts:
+        with tier._lock:
+            later = tier._policy.refund(state, res, tier._clock.now())
+            if later is None:
+                tier._policy.complete(state, res)
+            tier._waiting -= 1
+            tier._cancelled += 1
+        _notify(later)
+
+
+def _served(ticket: _Ticket) -> None:
+    for tier, state, res in ticket.parts:
+        with tier._lock:
+            tier._policy.complete(state, res)
+            tier._waiting -= 1
+            tier._waited += 1
+
+
+def _check_key(key: object) -> None:
+    if not isinstance(key, str):
+        raise ConfigError("key", f"expected a str, got {type(key).__name__}")
+
+
+def _check_cost(cost: object, max_cost: float, what: str) -> float:
+    if isinstance(cost, bool) or not isinstance(cost, int | float):
+        raise ConfigError(
+            "cost", f"expected a number, got {type(cost).__name__}"
+        )
+    if not math.isfinite(cost) or cost <= 0:
+        raise ConfigError("cost", f"must be a finite number > 0, got {cost!r}")
+    if cost > max_cost:
+        raise ConfigError(
+            "cost", f"{cost!r} exceeds {what}: it could never be granted"
+        )
+    return cost
+
+
+def _check_timeout(timeout: object) -> float | None:
+    if timeout is None:
+        return None
+    return _validate.non_negative("timeout", timeout, finite=False)
+
+
+class Limiter(Component):
+    """
+    The interface every limiter has; one object serves threads and asyncio.
+
+    Limiters are keyed: each key (a user id, a tenant, an endpoint) has its
+    own budget unless the limiter was built with ``per_key=False``.
+    """
+
+    __slots__ = ()
+
+    def try_acquire(self, key: str = "default", cost: float = 1) -> bool:
+        """
+        Take ``cost`` permits for ``key`` if that needs no waiting.
+
+        Args:
+            key: Whose budget to charge.
+            cost: How many permits (a finite number > 0).
+
+        Returns:
+            Whether the permits were taken.
+
+        Raises:
+            ConfigError: ``key`` is not a str, or ``cost`` is out of its
+                domain or above what the limiter can ever grant.
+        """
+        raise NotImplementedError
+
+    def acquire(
+        self,
+        key: str = "default",
+        cost: float = 1,
+        timeout: float | None = None,
+    ) -> float:
+        """
+        Take ``cost`` permits for ``key``, waiting for them if needed.
+
+        The wait is a reservation: booked at once in arrival order, then
+        slept for; if the caller is interrupted, it is refunded.
+
+        Args:
+            key: Whose budget to charge.
+            cost: How many permits (a finite number > 0).
+            timeout: The longest acceptable wait in seconds; ``None`` waits
+                as long as needed, ``0`` never waits.
+
+        Returns:
+            The seconds waited (``0.0`` when admitted at once).
+
+        Raises:
+            RateLimitedError: The wait would exceed ``timeout``; nothing was
+                consumed, and ``retry_after`` is the exact wait.
+            ConfigError: A parameter is out of its domain.
+        """
+        return self._acquire(key, cost, timeout, None)
+
+    async def acquire_async(
+        self,
+        key: str = "default",
+        cost: float = 1,
+        timeout: float | None = None,  # noqa: ASYNC109 - DESIGN's name
+    ) -> float:
+        """
+        `acquire` for asyncio: the wait suspends the task, not the thread.
+
+        Cancelling the task while it waits refunds its reservation.
+
+        Args:
+            key: Whose budget to charge.
+            cost: How many permits (a finite number > 0).
+            timeout: The longest acceptable wait in seconds; ``None`` waits
+                as long as needed, ``0`` never waits.
+
+        Returns:
+            The seconds waited (``0.0`` when admitted at once).
+
+        Raises:
+            RateLimitedError: The wait would exceed ``timeout``.
+            ConfigError: A parameter is out of its domain.
+        """
+        return await self._acquire_async(key, cost, timeout, None)
+
+    def reset(self, key: str | None = None) -> None:
+        """
+        Forget the state of ``key`` (every key when ``None``): back to full.
+
+        Callers waiting on a forgotten key proceed at once.
+        """
+        raise NotImplementedError
+
+    def statistics(self) -> LimiterStatistics:
+        """A snapshot of this limiter's counters."""
+        raise NotImplementedError
+
+    def _acquire(
+        self,
+        key: str,
+        cost: float,
+        timeout: float | None,
+        ctx: CallContext | None,
+    ) -> float:
+        raise NotImplementedError
+
+    async def _acquire_async(
+        self,
+        key: str,
+        cost: float,
+        timeout: float | None,  # noqa: ASYNC109 - the public name
+        ctx: CallContext | None,
+    ) -> float:
+        raise NotImplementedError
+
+    def _names(self) -> tuple[str, ...]:
+        """The names the limiter reports under (a composite: every tier's)."""
+        return (self._name,)
+
+    def _emit(
+        self,
+        ctx: CallContext | None,
+        key: str,
+        event_type: Callable[..., Event],
+        **fields: Any,
+    ) -> None:
+        """Report like ``_report``, stamping ``key`` outside a call too."""
+        bus = self._bus_for(ctx)
+        if bus._subs and bus.wants(event_type):  # type: ignore[arg-type]
+            stamp = self._stamp(ctx)
+            if ctx is None:
+                stamp["key"] = key
+            bus.emit(event_type(**stamp, limiter=self._name, **fields))
+
+
+class _KeyedLimiter(Limiter):
+    """A limiter with one policy and a per-key store (not the composite)."""
+
+    __slots__ = (
+        "_allowed",
+        "_cancelled",
+        "_lock",
+        "_max_cost",
+        "_policy",
+        "_rejected",
+        "_shared",
+        "_store",
+        "_waited",
+        "_waiting",
+        "_what",
+    )
+
+    _policy: Any
+
+    def __init__(
+        self,
+        kind: str,
+        policy: TokenBucketPolicy | LeakyBucketPolicy | SlidingWindowPolicy,
+        max_cost: float,
+        what: str,
+        name: str | None,
+        per_key: bool,
+        max_keys: int | None,
+        ttl: float | None,
+        clock: Clock | None,
+        bus: EventBus | None,
+    ) -> None:
+        Component.__init__(self, kind, name, clock, bus)
+        if not isinstance(per_key, bool):
+            raise ConfigError(
+                "per_key", f"expected a bool, got {type(per_key).__name__}"
+            )
+        max_keys = _validate.optional_positive_int("max_keys", max_keys)
+        ttl = _validate.optional_positive("ttl", ttl)
+        self._policy = policy
+        self._max_cost = max_cost
+        self._what = what
+        self._store: KeyStore[Any] = KeyStore(
+            policy.new_state, policy.full, max_keys, ttl
+        )
+        self._shared = None if per_key else policy.new_state()
+        self._lock = threading.Lock()
+        self._allowed = 0
+        self._waited = 0
+        self._rejected = 0
+        self._cancelled = 0
+        self._waiting = 0
+
+    def _state(self, key: str, now: float) -> Any:
+        """The state charged for ``key`` (call with the lock held)."""
+        return self._shared or self._store.get(key, now)
+
+    def _check(self, key: object, cost: object) -> float:
+        _check_key(key)
+        return _check_cost(cost, self._max_cost, self._what)
+
+    def try_acquire(self, key: str = "default", cost: float = 1) -> bool:
+        """
+        Take ``cost`` permits for ``key`` if that needs no waiting.
+
+        Args:
+            key: Whose budget to charge.
+            cost: How many permits (a finite number > 0).
+
+        Returns:
+            Whether the permits were taken.
+
+        Raises:
+            ConfigError: ``key`` is not a str, or ``cost`` is out of its
+                domain or above what the limiter can ever grant.
+        """
+        # The checks are inlined: this is the hot path.
+        if not (
+            cost.__class__ in _NUMBERS
+            and 0 < cost <= self._max_cost
+            and key.__class__ is str
+        ):
+            cost = self._check(key, cost)
+        with self._lock:
+            now = self._clock.now()
+            wait = self._policy.admit(
+                self._shared or self._store.get(key, now), now, cost
+            )
+            if wait:
+                self._rejected += 1
+            else:
+                self._allowed += 1
+        bus = self._explicit_bus or self._bound_bus or default_bus
+        if bus._subs:
+            if wait:
+                self._emit(
+                    None, key, LimiterRejected, retry_after=wait, cost=cost
+                )
+            else:
+                self._emit(None, key, LimiterAllowed, cost=cost)
+        return not wait
+
+    def _begin(
+        self, key: str, cost: float, timeout: float | None
+    ) -> tuple[float, _Ticket | None]:
+        """
+        Admit, book or refuse under the lock.
+
+        Returns:
+            ``(0.0, None)`` admitted; ``(wait, ticket)`` booked;
+            ``(wait, None)`` refused.
+        """
+        with self._lock:
+            now = self._clock.now()
+            state = self._shared or self._store.get(key, now)
+            policy = self._policy
+            wait: float = policy.admit(state, now, cost)
+            if not wait:
+                self._allowed += 1
+                return 0.0, None
+            if (timeout is not None and wait > timeout) or policy.queue_full(
+                state, now
+            ):
+                self._rejected += 1
+                return wait, None
+            at = policy.earliest(state, now, cost, _NEVER)
+            res = policy.take(state, now, cost, at)
+            ticket = _Ticket()
+            ticket.parts.append((self, state, res))
+            res.handle = ticket
+            self._waiting += 1
+            return wait, ticket
+
+    def _acquire(
+        self,
+        key: str,
+        cost: float,
+        timeout: float | None,
+        ctx: CallContext | None,
+    ) -> float:
+        if not (
+            cost.__class__ in _NUMBERS
+            and 0 < cost <= self._max_cost
+            and key.__class__ is str
+        ):
+            cost = self._check(key, cost)
+        if timeout is not None and not (
+            timeout.__class__ in _NUMBERS and timeout >= 0
+        ):
+            timeout = _check_timeout(timeout)
+        wait, ticket = self._begin(key, cost, timeout)
+        if not wait:
+            bus = self._explicit_bus or (
+                ctx.bus if ctx is not None else self._bound_bus or default_bus
+            )
+            if bus._subs:
+                self._emit(ctx, key, LimiterAllowed, cost=cost)
+            return 0.0
+        if ticket is None:
+            self._refused(ctx, key, cost, wait)
+        assert ticket is not None  # noqa: S101 - _refused raised
+        start = self._clock.now()
+        _wait_sync(ticket, self._clock)
+        waited = self._clock.now() - start
+        self._emit(ctx, key, LimiterWaited, waited=waited, cost=cost)
+        return waited
+
+    async def _acquire_async(
+        self,
+        key: str,
+        cost: float,
+        timeout: float | None,  # noqa: ASYNC109 - the public name
+        ctx: CallContext | None,
+    ) -> float:
+        if not (
+            cost.__class__ in _NUMBERS
+            and 0 < cost <= self._max_cost
+            and key.__class__ is str
+        ):
+            cost = self._check(key, cost)
+        if timeout is not None and not (
+            timeout.__class__ in _NUMBERS and timeout >= 0
+        ):
+            timeout = _check_timeout(timeout)
+        wait, ticket = self._begin(key, cost, timeout)
+        if not wait:
+            bus = self._explicit_bus or (
+                ctx.bus if ctx is not None else self._bound_bus or default_bus
+            )
+            if bus._subs:
+                self._emit(ctx, key, LimiterAllowed, cost=cost)
+            return 0.0
+        if ticket is None:
+            self._refused(ctx, key, cost, wait)
+        assert ticket is not None  # noqa: S101 - _refused raised
+        start = self._clock.now()
+        await _wait_async(ticket, self._clock)
+        waited = self._clock.now() - start
+        self._emit(ctx, key, LimiterWaited, waited=waited, cost=cost)
+        return waited
+
+    def _refused(
+        self, ctx: CallContext | None, key: str, cost: float, wait: float
+    ) -> None:
+        self._emit(ctx, key, LimiterRejected, retry_after=wait, cost=cost)
+        raise RateLimitedError(self._name, key, wait)
+
+    def reset(self, key: str | None = None) -> None:
+        """
+        Forget the state of ``key`` (every key when ``None``): back to full.
+
+        A shared (``per_key=False``) limiter has one state, reset whatever
+        the key. Callers waiting on a forgotten state proceed at once.
+
+        Raises:
+            ConfigError: ``key`` is neither ``None`` nor a str.
+        """
+        if key is not None:
+            _check_key(key)
+        served = []
+        with self._lock:
+            now = self._clock.now()
+            if self._shared is not None:
+                served = self._policy.forget(self._shared, now)
+                self._shared = self._policy.new_state()
+            elif key is None:
+                for state in self._store.clear():
+                    served += self._policy.forget(state, now)
+            else:
+                state = self._store.pop(key)
+                if state is not None:
+                    served = self._policy.forget(state, now)
+        _notify(served)
+
+    def statistics(self) -> LimiterStatistics:
+        """A snapshot of this limiter's counters (see `LimiterStatistics`)."""
+        with self._lock:
+            return LimiterStatistics(
+                limiter=self._name,
+                keys=1 if self._shared is not None else len(self._store),
+                allowed=self._allowed,
+                waited=self._waited,
+                rejected=self._rejected,
+                cancelled=self._cancelled,
+                waiting=self._waiting,
+                evicted=self._store.evicted,
+                evicted_owing=self._store.evicted_owing,
+            )
+
+
+class TokenBucket(_KeyedLimiter):
+    """
+    Bursts of up to ``capacity`` permits, refilled at ``refill_rate``/s.
+
+    Over any span of ``T`` seconds a key is granted at most
+    ``capacity + refill_rate * T`` permits.
+
+    Args:
+        capacity: The burst size, and the most one request may cost.
+        refill_rate: Permits added per second. ``TokenBucket(10, 100 / 60)``
+            allows 100 requests a minute in bursts of 10.
+        name: Used in events, errors and metrics (default
+            ``"token_bucket"``).
+        per_key: ``False`` shares one bucket between every key (a global
+            tier); events and errors still carry the caller's key.
+        max_keys: Bound on the keys remembered; the least recently used key
+            is forgotten beyond it (see `LimiterStatistics.evicted_owing`).
+            Choose it above the number of keys active within
+            ``capacity / refill_rate`` seconds.
+        ttl: Forget a key idle for ``ttl`` seconds once its bucket is full
+            again (lossless: it changes no decision).
+        clock: The clock (default: the executor's, else real time).
+        bus: Where to report events (default: the executor's, else
+            `stormwall.default_bus`).
+
+    Raises:
+        ConfigError: A parameter is out of its domain.
+    """
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        capacity: float,
+        refill_rate: float,
+        *,
+        name: str | None = None,
+        per_key: bool = True,
+        max_keys: int | None = None,
+        ttl: float | None = None,
+        clock: Clock | None = None,
+        bus: EventBus | None = None,
+    ) -> None:
+        capacity = _validate.positive("capacity", capacity)
+        refill_rate = _validate.positive("refill_rate", refill_rate)
+        _KeyedLimiter.__init__(
+            self,
+            "token_bucket",
+            TokenBucketPolicy(capacity, refill_rate),
+            capacity,
+            f"the capacity ({capacity:g})",
+            name,
+            per_key,
+            max_keys,
+            ttl,
+            clock,
+            bus,
+        )
+
+    @property
+    def capacity(self) -> float:
+        """The burst size."""
+        return float(self._policy.capacity)
+
+    @property
+    def refill_rate(self) -> float:
+        """Permits added per second."""
+        return float(self._policy.rate)
+
+    def tokens(self, key: str = "default") -> float:
+        """
+        The permits ``key`` could take now (negative while owing).
+
+        A read-only look: it neither creates nor refreshes the key.
+        """
+        _check_key(key)
+        with self._lock:
+            state = self._shared or self._store.peek(key)
+            if state is None:
+                return self.capacity
+            now = self._clock.now()
+            return float(self._policy.tokens(state, now))
+
+    def __repr__(self) -> str:
+        return (
+            f"TokenBucket({self.capacity:g}, {self.refill_rate:g}, "
+            f"name={self._name!r})"
+        )
+
+
+class LeakyBucket(_KeyedLimiter):
+    """
+    A shaper: admitted requests proceed exactly ``1 / rate`` seconds apart.
+
+    There is no burst: after an idle spell the first request goes at once,
+    the next one ``1 / rate`` later (``cost / rate`` for a request costing
+    ``cost``), and so on; callers that arrive early wait their turn in
+    arrival order.
+
+    Args:
+        rate: Requests per second.
+        capacity: How many callers may be *waiting* at once per key; a
+            caller beyond it is refused at once (`RateLimitedError`, or
+            ``try_acquire`` returning ``False``). ``0``: nobody may wait.
+            ``None`` (the default): no bound, as for the other limiters; the
+            ``timeout`` of each caller then bounds its own wait. Pick
+            ``rate * longest acceptable wait`` to shed load instead of
+            queueing it.
+        name: Used in events, errors and metrics (default
+            ``"leaky_bucket"``).
+        per_key: ``False`` shares one bucket between every key.
+        max_keys: Bound on the keys remembered (LRU).
+        ttl: Forget a key idle for ``ttl`` seconds once nobody waits on it
+            and its schedule is empty (lossless).
+        clock: The clock (default: the executor's, else real time).
+        bus: Where to report events.
+
+    Raises:
+        ConfigError: A parameter is out of its domain.
+    """
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        capacity: int | None = None,
+        name: str | None = None,
+        per_key: bool = True,
+        max_keys: int | None = None,
+        ttl: float | None = None,
+        clock: Clock | None = None,
+        bus: EventBus | None = None,
+    ) -> None:
+        rate = _validate.positive("rate", rate)
+        if capacity is not None:
+            capacity = _validate.non_negative_int("capacity", capacity)
+        _KeyedLimiter.__init__(
+            self,
+            "leaky_bucket",
+            LeakyBucketPolicy(rate, capacity),
+            # Any finite cost can be scheduled; only inf is refused.
+            _FINITE_MAX,
+            "the largest finite float",
+            name,
+            per_key,
+            max_keys,
+            ttl,
+            clock,
+            bus,
+        )
+
+    @property
+    def rate(self) -> float:
+        """Requests per second."""
+        return float(self._policy.rate)
+
+    @property
+    def capacity(self) -> int | None:
+        """How many callers may wait at once (``None``: unbounded)."""
+        capacity: int | None = self._policy.capacity
+        return capacity
+
+    def __repr__(self) -> str:
+        return (
+            f"LeakyBucket({self.rate:g}, capacity={self.capacity!r}, "
+            f"name={self._name!r})"
+        )
+
+
+_FINITE_MAX = 1.7976931348623157e308
+
+
+class SlidingWindow(_KeyedLimiter):
+    """
+    Exact sliding window: never more than ``limit`` in any ``window`` seconds.
+
+    Every admitted request is remembered with its time and cost until it
+    leaves the window, so memory per key grows with ``limit``; prefer a
+    `TokenBucket` for large limits.
+
+    Args:
+        limit: The most cost admitted within any ``window`` seconds, and the
+            most one request may cost.
+        window: The window length in seconds.
+        name: Used in events, errors and metrics (default
+            ``"sliding_window"``).
+        per_key: ``False`` shares one window between every key.
+        max_keys: Bound on the keys remembered (LRU).
+        ttl: Forget a key idle for ``ttl`` seconds once its window is empty
+            (lossless).
+        clock: The clock (default: the executor's, else real time).
+        bus: Where to report events.
+
+    Raises:
+        ConfigError: A parameter is out of its domain.
+    """
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        limit: float,
+        window: float,
+        *,
+        name: str | None = None,
+        per_key: bool = True,
+        max_keys: int | None = None,
+        ttl: float | None = None,
+        clock: Clock | None = None,
+        bus: EventBus | None = None,
+    ) -> None:
+        limit = _validate.positive("limit", limit)
+        window = _validate.positive("window", window)
+        _KeyedLimiter.__init__(
+            self,
+            "sliding_window",
+            SlidingWindowPolicy(limit, window),
+            limit,
+            f"the limit ({limit:g})",
+            name,
+            per_key,
+            max_keys,
+            ttl,
+            clock,
+            bus,
+        )
+
+    @property
+    def limit(self) -> float:
+        """The most cost admitted within any window."""
+        return float(self._policy.limit)
+
+    @property
+    def window(self) -> float:
+        """The window length in seconds."""
+        return float(self._policy.window)
+
+    def __repr__(self) -> str:
+        return (
+            f"SlidingWindow({self.limit:g}, {self.window:g}, "
+            f"name={self._name!r})"
+        )
 
 
 class CompositeLimiter(Limiter):
-    """Composite."""
+    """
+    Several limiters as one, all or nothing: e.g. per user *and* global.
+
+    A request is admitted only when every tier admits it; the wait is the
+    longest of the tiers' waits, and every tier books it for the same moment
+    (so each tier's guarantee holds for the time the call actually runs). A
+    refusal by any tier charges none of the others. Each tier reports its
+    own events under its own name; a tier that would have admitted a refused
+    request reports nothing.
+
+    Args:
+        *limiters: The tiers: `TokenBucket`, `LeakyBucket` or
+            `SlidingWindow` instances, each used once. A tier may still be
+            used on its own elsewhere.
+        name: The composite's name (default ``"composite_limiter"``).
+        clock: The clock; tiers without one adopt it. Tiers given different
+            clocks are an error.
+        bus: Where tiers without their own ``bus`` report.
+
+    A refused request raises `RateLimitedError` whose ``limiter`` is the
+    name of the refusing tier with the longest wait, and whose
+    ``retry_after`` is the composite's exact wait.
+
+    Raises:
+        ConfigError: No tiers, a tier that is not a keyed limiter, a tier
+            given twice, or tiers on different clocks.
+    """
+
+    __slots__ = (
+        "_allowed",
+        "_cancelled",
+        "_locks",
+        "_max_cost",
+        "_order",
+        "_rejected",
+        "_tiers",
+        "_waited",
+        "_waiting",
+    )
+
+    def __init__(
+        self,
+        *limiters: Limiter,
+        name: str | None = None,
+        clock: Clock | None = None,
+        bus: EventBus | None = None,
+    ) -> None:
+        Component.__init__(self, "composite_limiter", name, clock, bus)
+        if not limiters:
+            raise ConfigError("limiters", "give at least one limiter")
+        tiers: list[_KeyedLimiter] = []
+        for tier in limiters:
+            if not isinstance(tier, _KeyedLimiter):
+                raise ConfigError(
+                    "limiters",
+                    "expected TokenBucket, LeakyBucket or SlidingWindow "
+                    f"instances, got {type(tier).__name__}",
+                )
+            if any(tier is seen for seen in tiers):
+                raise ConfigError(
+                    "limiters", f"{tier.name!r} is given more than once"
+                )
+            tiers.append(tier)
+        clocks = [t._explicit_clock for t in tiers if t._explicit_clock]
+        if self._explicit_clock is not None:
+            clocks.insert(0, self._explicit_clock)
+        if any(c is not clocks[0] for c in clocks):
+            raise ConfigError(
+                "clock" if self._explicit_clock is not None else "limiters",
+                "every tier must keep time with the same clock",
+            )
+        if clocks:
+            self._explicit_clock = self._clock = clocks[0]
+            for tier in tiers:
+                tier._clock = clocks[0]
+        if self._explicit_bus is not None:
+            for tier in tiers:
+                if tier._explicit_bus is None:
+                    tier._explicit_bus = self._explicit_bus
+        self._tiers = tuple(tiers)
+        # Tier locks are taken together, always in this order, so two
+        # composites sharing tiers cannot deadlock.
+        self._order = tuple(sorted(tiers, key=id))
+        self._locks = tuple(tier._lock for tier in self._order)
+        self._max_cost = min(tier._max_cost for tier in tiers)
+        self._allowed = 0
+        self._waited = 0
+        self._rejected = 0
+        self._cancelled = 0
+        self._waiting = 0
+
+    @property
+    def limiters(self) -> tuple[Limiter, ...]:
+        """The tiers, in the order given."""
+        return self._tiers
+
+    def _bind(
+        self, executor: str, clock: Clock, bus: EventBus, param: str
+    ) -> None:
+        super()._bind(executor, clock, bus, param)
+        for tier in self._tiers:
+            tier._bind(executor, clock, bus, param)
+
+    def _names(self) -> tuple[str, ...]:
+        return tuple(tier.name for tier in self._tiers)
+
+    def _check(self, key: object, cost: object) -> float:
+        _check_key(key)
+        for tier in self._tiers:
+            cost = tier._check(key, cost)
+        return float(cost)  # type: ignore[arg-type]
+
+    def _begin(
+        self, key: str, cost: float, timeout: float | None
+    ) -> tuple[float, _Ticket | None, list[tuple[_KeyedLimiter, float]]]:
+        """
+        Admit, book or refuse in every tier at once.
+
+        Returns:
+            ``(wait, ticket, refusals)``: ``wait`` 0.0 when admitted; a
+            ticket when booked; the refusing tiers with their waits.
+        """
+        locks = self._locks
+        for lock in locks:
+            lock.acquire()
+        try:
+            now = self._clock.now()
+            tiers = self._tiers
+            states = []
+            ats = []
+            at = now
+            for tier in tiers:
+                state = tier._shared or tier._store.get(key, now)
+                tier_at = tier._policy.earliest(state, now, cost, _NEVER)
+                states.append(state)
+                ats.append(tier_at)
+                at = max(at, tier_at)
+            if at <= now:
+                for tier, state in zip(tiers, states, strict=True):
+                    tier._policy.take(state, now, cost, now)
+                    tier._allowed += 1
+                self._allowed += 1
+                return 0.0, None, []
+            wait = at - now
+            refusals = [
+                (tier, tier_at - now)
+                for tier, state, tier_at in zip(
+                    tiers, states, ats, strict=True
+                )
+                if (timeout is not None and tier_at - now > timeout)
+                or tier._policy.queue_full(state, now)
+            ]
+            if refusals:
+                for tier, _ in refusals:
+                    tier._rejected += 1
+                self._rejected += 1
+                return wait, None, refusals
+            ticket = _Ticket(self)
+            for tier, state in zip(tiers, states, strict=True):
+                res = tier._policy.take(state, now, cost, at, pinned=True)
+                res.handle = ticket
+                ticket.parts.append((tier, state, res))
+                tier._waiting += 1
+            self._waiting += 1
+            return wait, ticket, []
+        finally:
+            for lock in reversed(locks):
+                lock.release()
+
+    def _replan(self, ticket: _Ticket) -> None:
+        """
+        Move a woken ticket earlier if every tier now allows it.
+
+        Each tier's reservation is first re-booked in place with no floor,
+        which tells when that tier alone would let it go; then all are
+        pinned to the latest of those times. Queue order is kept.
+        """
+        moved: list[Reservation] = []
+        locks = self._locks
+        for lock in locks:
+            lock.acquire()
+        try:
+            now = self._clock.now()
+            for tier, state, res in ticket.parts:
+                tier._policy.repin(state, res, now, _NEVER)
+            at = ticket.due()
+            for tier, state, res in ticket.parts:
+                moved += tier._policy.repin(state, res, now, at) or ()
+        finally:
+            for lock in reversed(locks):
+                lock.release()
+        _notify([res for res in moved if res.handle is not ticket])
+
+    def _prepare(
+        self, key: object, cost: object, timeout: object
+    ) -> tuple[float, float | None]:
+        if not (
+            cost.__class__ in _NUMBERS
+            and key.__class__ is str
+            and 0 < cost <= self._max_cost
+        ):
+            cost = self._check(key, cost)
+        if timeout is not None and not (
+            timeout.__class__ in _NUMBERS and timeout >= 0
+        ):
+            timeout = _check_timeout(timeout)
+        return cost, timeout
+
+    def try_acquire(self, key: str = "default", cost: float = 1) -> bool:
+        """
+        Take ``cost`` permits for ``key`` from every tier, if none must wait.
+
+        Returns:
+            Whether the permits were taken (from all tiers, or from none).
+
+        Raises:
+            ConfigError: ``key`` is not a str, or ``cost`` is out of any
+                tier's domain.
+        """
+        cost, _ = self._prepare(key, cost, None)
+        wait, _ticket, refusals = self._begin(key, cost, 0.0)
+        self._report_outcome(None, key, cost, wait, refusals)
+        return not wait
+
+    def _report_outcome(
+        self,
+        ctx: CallContext | None,
+        key: str,
+        cost: float,
+        wait: float,
+        refusals: list[tuple[_KeyedLimiter, float]],
+    ) -> None:
+        if not wait:
+            for tier in self._tiers:
+                tier._emit(ctx, key, LimiterAllowed, cost=cost)
+        for tier, retry_after in refusals:
+            tier._emit(
+                ctx, key, LimiterRejected, retry_after=retry_after, cost=cost
+            )
+
+    def _start(
+        self,
+        ctx: CallContext | None,
+        key: str,
+        cost: float,
+        timeout: float | None,
+    ) -> tuple[float, _Ticket | None]:
+        wait, ticket, refusals = self._begin(key, cost, timeout)
+        self._report_outcome(ctx, key, cost, wait, refusals)
+        if refusals:
+            # Name the tier that binds: the one with the longest wait.
+            worst = max(refusals, key=lambda r: r[1])[0]
+            raise RateLimitedError(worst.name, key, wait)
+        return wait, ticket
+
+    def _finish(
+        self, ctx: CallContext | None, key: str, cost: float, waited: float
+    ) -> float:
+        for tier in self._tiers:
+            tier._emit(ctx, key, LimiterWaited, waited=waited, cost=cost)
+        return waited
+
+    def _acquire(
+        self,
+        key: str,
+        cost: float,
+        timeout: float | None,
+        ctx: CallContext | None,
+    ) -> float:
+        cost, timeout = self._prepare(key, cost, timeout)
+        _, ticket = self._start(ctx, key, cost, timeout)
+        if ticket is None:
+            return 0.0
+        start = self._clock.now()
+        try:
+            _wait_sync(ticket, self._clock)
+        except BaseException:
+            self._settle(cancelled=True)
+            raise
+        self._settle(cancelled=False)
+        return self._finish(ctx, key, cost, self._clock.now() - start)
+
+    async def _acquire_async(
+        self,
+        key: str,
+        cost: float,
+        timeout: float | None,  # noqa: ASYNC109 - the public name
+        ctx: CallContext | None,
+    ) -> float:
+        cost, timeout = self._prepare(key, cost, timeout)
+        _, ticket = self._start(ctx, key, cost, timeout)
+        if ticket is None:
+            return 0.0
+        start = self._clock.now()
+        try:
+            await _wait_async(ticket, self._clock)
+        except BaseException:
+            self._settle(cancelled=True)
+            raise
+        self._settle(cancelled=False)
+        return self._finish(ctx, key, cost, self._clock.now() - start)
+
+    def _settle(self, *, cancelled: bool) -> None:
+        # The composite's own counters share the first tier's lock: any lock
+        # would do, and this one is taken for every decision anyway.
+        with self._order[0]._lock:
+            self._waiting -= 1
+            if cancelled:
+                self._cancelled += 1
+            else:
+                self._waited += 1
+
+    def reset(self, key: str | None = None) -> None:
+        """Reset ``key`` (every key when ``None``) in every tier."""
+        for tier in self._tiers:
+            tier.reset(key)
+
+    def statistics(self) -> LimiterStatistics:
+        """
+        The composite's own decisions; ``keys`` and evictions sum the tiers.
+
+        Each tier's `Limiter.statistics` shows what it decided itself.
+        """
+        tiers = [tier.statistics() for tier in self._tiers]
+        with self._order[0]._lock:
+            return LimiterStatistics(
+                limiter=self._name,
+                keys=sum(s.keys for s in tiers),
+                allowed=self._allowed,
+                waited=self._waited,
+                rejected=self._rejected,
+                cancelled=self._cancelled,
+                waiting=self._waiting,
+                evicted=sum(s.evicted for s in tiers),
+                evicted_owing=sum(s.evicted_owing for s in tiers),
+            )
+
+    def __repr__(self) -> str:
+        tiers = ", ".join(repr(t) for t in self._tiers)
+        return f"CompositeLimiter({tiers}, name={self._name!r})"

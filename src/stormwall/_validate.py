@@ -138,6 +138,12 @@ def exception_matcher(
                 param, "a tuple must hold exception classes only"
             )
         types = value
+    elif isinstance(value, type):
+        raise ConfigError(
+            param,
+            f"{value.__name__} is not an exception class; expected exception "
+            "classes or a predicate",
+        )
     elif callable(value):
         pred = value
 

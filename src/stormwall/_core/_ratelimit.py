@@ -1,0 +1,478 @@
+"""
+Rate-limit arithmetic: token bucket, leaky bucket and sliding window.
+
+Sans-I/O: every method takes ``now`` and returns a decision; nothing here
+reads a clock, sleeps, awaits or locks. The shells in ``stormwall._limiters``
+hold the lock around these calls and do the waiting.
+
+Rules shared by the three policies:
+
+- **Waiting is a reservation.** A request that cannot be admitted at once is
+  *booked*: it gets an execution time ``at`` and its cost is charged to the
+  state right away, so a newcomer sees it and queues behind it (FIFO: a
+  later request never gets an earlier ``at`` than a queued one).
+- **Refunds replay.** Cancelling a pending reservation removes it and books
+  the reservations queued behind it again, in order, as if it had never
+  existed; their ``at`` can only move earlier. A reservation that is already
+  due when cancelled counts as consumed.
+- **Composites pin.** A composite books each tier for one common moment
+  (``not_before``), so every tier's guarantee holds for the time the call
+  really runs; woken by a refund, it re-pins all tiers to their new latest.
+- **Float dust never loops.** Times are compared as computed (a sliding
+  window stores expiries, not admission times, so ``now`` reached by
+  sleeping ``retry_after`` compares exactly), and the one tolerance,
+  `SLACK`, admits a bucket request whose wait is below a nanosecond. Window
+  sums allow a relative 1e-9 for the same reason.
+
+Token and leaky buckets use the GCRA formulation (one float per key, the
+*theoretical arrival time* ``tat``: when the bucket is full again) instead of
+a token count refilled on every call: it needs no refill arithmetic, so the
+admission test is two additions and a comparison.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Any
+
+
+__all__ = [
+    "SLACK",
+    "BucketState",
+    "LeakyBucketPolicy",
+    "Reservation",
+    "SlidingWindowPolicy",
+    "TokenBucketPolicy",
+    "WindowState",
+    "release_all",
+]
+
+SLACK = 1e-9
+"""Waits shorter than this (seconds) count as no wait: float dust."""
+
+_NEVER = -math.inf
+
+
+class Reservation:
+    """
+    A booked request: due at ``at``; the shell sleeps until then.
+
+    Attributes:
+        at: When the request may proceed (it moves earlier on refunds ahead).
+        cost: The permits it holds.
+        not_before: A floor on ``at`` (a composite books every tier at the
+            same time), ``-inf`` when none.
+        tat_before: Bucket state before this booking (token/leaky only).
+        handle: Opaque to the core: the shell's waiter bookkeeping.
+    """
+
+    __slots__ = ("at", "cost", "handle", "not_before", "tat_before")
+
+    def __init__(self, at: float, cost: float, not_before: float) -> None:
+        self.at = at
+        self.cost = cost
+        self.not_before = not_before
+        self.tat_before = _NEVER
+        self.handle: object = None
+
+
+class _State:
+    """What every per-key state has: a queue of reservations, a last use."""
+
+    __slots__ = ("pending", "used")
+
+    def __init__(self) -> None:
+        # Reservations in booking order (so in non-decreasing ``at``); the
+        # owners remove themselves once served.
+        self.pending: list[Reservation] = []
+        self.used = _NEVER
+
+
+class BucketState(_State):
+    """A token or leaky bucket: ``tat`` is when it is full (idle) again."""
+
+    __slots__ = ("tat",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tat = _NEVER
+
+
+class WindowState(_State):
+    """A sliding window: admitted costs with their expiry, and their sum."""
+
+    __slots__ = ("entries", "total")
+
+    def __init__(self) -> None:
+        super().__init__()
+        # [expires, cost] rows in non-decreasing expiry.
+        self.entries: deque[list[float]] = deque()
+        self.total = 0.0
+
+
+def _floor(state: _State) -> float:
+    """The earliest ``at`` FIFO allows: the last queued one's."""
+    pending = state.pending
+    return pending[-1].at if pending else _NEVER
+
+
+class _Replay:
+    """Refunds and re-pinning: take reservations back, book them again."""
+
+    __slots__ = ()
+
+    def _unbook(self, state: Any, i: int) -> list[Reservation]:
+        raise NotImplementedError
+
+    def _book(self, state: Any, now: float, res: Reservation) -> None:
+        raise NotImplementedError
+
+    def _replay(
+        self, state: Any, now: float, items: list[Reservation]
+    ) -> list[Reservation]:
+        """Book ``items`` again in order; return those to notify."""
+        moved = []
+        for res in items:
+            before = res.at
+            self._book(state, now, res)
+            # A pinned (composite) one may now go earlier in its other
+            # tiers: its owner must re-plan even if this tier kept its time.
+            if res.at != before or res.not_before != _NEVER:
+                moved.append(res)
+        return moved
+
+    def refund(
+        self, state: Any, res: Reservation, now: float
+    ) -> list[Reservation] | None:
+        """
+        Give back a reservation that is not yet due.
+
+        Returns:
+            The reservations queued behind it whose owners must look again
+            at when they may go (only ever earlier), or ``None`` when nothing
+            was refunded (it was due, or is no longer in this state).
+        """
+        pending = state.pending
+        if res.at <= now or res not in pending:
+            return None
+        items = self._unbook(state, pending.index(res))
+        return self._replay(state, now, items[1:])
+
+    def repin(
+        self, state: Any, res: Reservation, now: float, not_before: float
+    ) -> list[Reservation] | None:
+        """
+        Book a pending reservation again in place with a new floor.
+
+        A composite uses it to move its reservations earlier when the tiers
+        allow: first with no floor (to learn each tier's earliest), then
+        with the latest of those. The queue order is kept.
+
+        Returns:
+            The reservations behind it to notify, or ``None`` when it was
+            due or is no longer in this state (untouched).
+        """
+        pending = state.pending
+        if res.at <= now or res not in pending:
+            return None
+        items = self._unbook(state, pending.index(res))
+        res.not_before = not_before
+        self._book(state, now, res)
+        return self._replay(state, now, items[1:])
+
+    def complete(self, state: _State, res: Reservation) -> None:
+        """Forget a served reservation (its cost stays charged)."""
+        pending = state.pending
+        if res in pending:
+            pending.remove(res)
+
+
+class _BucketPolicy(_Replay):
+    """GCRA shared by the token and the leaky bucket."""
+
+    __slots__ = ("rate", "tau")
+
+    def __init__(self, rate: float, tau: float) -> None:
+        self.rate = rate
+        # Burst tolerance in seconds: how far ahead of now ``tat`` may run
+        # while requests are still admitted at once.
+        self.tau = tau
+
+    def new_state(self) -> BucketState:
+        """A full bucket."""
+        return BucketState()
+
+    def _ready(self, tat: float, span: float) -> float:
+        """The conformance time of a request of ``span`` seconds."""
+        raise NotImplementedError
+
+    def admit(self, state: BucketState, now: float, cost: float) -> float:
+        """
+        Take ``cost`` at once and return 0.0, or return the wait (untouched).
+        """
+        span = cost / self.rate
+        tat = state.tat
+        pending = state.pending
+        if self._ready(tat, span) - now <= SLACK and (
+            not pending or pending[-1].at <= now
+        ):
+            # A conditional, not max(): this is the hot path.
+            state.tat = (tat if tat > now else now) + span  # noqa: FURB136
+            return 0.0
+        return self.earliest(state, now, cost, _NEVER) - now
+
+    def earliest(
+        self, state: BucketState, now: float, cost: float, not_before: float
+    ) -> float:
+        """
+        When a request booked now could proceed.
+
+        Exactly ``now`` when it could go at once, else a later time.
+        """
+        ready = self._ready(state.tat, cost / self.rate)
+        if ready - now <= SLACK:
+            ready = now
+        return max(ready, now, _floor(state), not_before)
+
+    def take(
+        self,
+        state: BucketState,
+        now: float,
+        cost: float,
+        at: float,
+        pinned: bool = False,
+    ) -> Reservation | None:
+        """
+        Charge ``cost`` for execution at ``at`` (from `earliest` or later).
+
+        A *pinned* reservation never moves earlier than ``at`` on a refund
+        (a composite books every tier for the same moment).
+
+        Returns:
+            ``None`` when ``at`` is not after ``now`` (consumed at once),
+            else the reservation.
+        """
+        span = cost / self.rate
+        tat = state.tat
+        if at <= now:
+            state.tat = max(tat, now) + span
+            return None
+        res = Reservation(at, cost, at if pinned else _NEVER)
+        res.tat_before = tat
+        state.tat = max(tat, at) + span
+        state.pending.append(res)
+        return res
+
+    def _book(self, state: BucketState, now: float, res: Reservation) -> None:
+        tat = state.tat
+        res.at = self.earliest(state, now, res.cost, res.not_before)
+        res.tat_before = tat
+        state.tat = max(tat, res.at) + res.cost / self.rate
+        state.pending.append(res)
+
+    def _unbook(self, state: BucketState, i: int) -> list[Reservation]:
+        """Take back the reservations from index ``i`` on (newest last)."""
+        items = state.pending[i:]
+        del state.pending[i:]
+        state.tat = items[0].tat_before
+        return items
+
+    def forget(self, state: BucketState, now: float) -> list[Reservation]:
+        """Reset to full; queued reservations become due now (returned)."""
+        served = release_all(state, now)
+        state.tat = _NEVER
+        return served
+
+    def full(self, state: BucketState, now: float) -> bool:
+        """Whether forgetting the state would change no decision."""
+        return state.tat <= now and not state.pending
+
+    def queue_full(self, state: _State, now: float) -> bool:  # noqa: ARG002
+        """Whether no more callers may wait (only a bounded leaky bucket)."""
+        return False
+
+
+class TokenBucketPolicy(_BucketPolicy):
+    """Bursts up to ``capacity``, refilling ``rate`` per second."""
+
+    __slots__ = ("capacity",)
+
+    def __init__(self, capacity: float, rate: float) -> None:
+        super().__init__(rate, capacity / rate)
+        self.capacity = capacity
+
+    def _ready(self, tat: float, span: float) -> float:
+        # Conformant once the debt left after taking ``span`` fits in tau.
+        return tat + span - self.tau
+
+    def tokens(self, state: BucketState, now: float) -> float:
+        """The tokens available at ``now`` (negative while owing)."""
+        if state.tat <= now:
+            return self.capacity
+        return self.capacity - (state.tat - now) * self.rate
+
+
+class LeakyBucketPolicy(_BucketPolicy):
+    """
+    A shaper: requests proceed one after the other, ``cost / rate`` apart.
+
+    ``capacity`` bounds how many requests may be queued (``None``: no bound).
+    """
+
+    __slots__ = ("capacity",)
+
+    def __init__(self, rate: float, capacity: int | None) -> None:
+        super().__init__(rate, 0.0)
+        self.capacity = capacity
+
+    def _ready(self, tat: float, span: float) -> float:  # noqa: ARG002
+        # No burst: the next request goes when the previous one has leaked.
+        return tat
+
+    def queue_full(self, state: _State, now: float) -> bool:
+        """Whether ``capacity`` callers are already waiting."""
+        if self.capacity is None:
+            return False
+        waiting = 0
+        for res in reversed(state.pending):
+            if res.at <= now:
+                break
+            waiting += 1
+        return waiting >= self.capacity
+
+
+class SlidingWindowPolicy(_Replay):
+    """
+    Exact sliding window: at most ``limit`` cost in any ``window`` seconds.
+
+    A request executed at ``t`` counts until ``t + window``, its *expiry*:
+    no half-open span ``(s - window, s]`` ever holds more than ``limit``.
+    The expiry is what is stored, so comparing it with a ``now`` reached by
+    sleeping the advertised ``retry_after`` is exact.
+    """
+
+    __slots__ = ("limit", "tol", "window")
+
+    def __init__(self, limit: float, window: float) -> None:
+        self.limit = limit
+        self.window = window
+        # Sums of fractional costs carry dust; admit within a relative 1e-9.
+        self.tol = limit * (1 + 1e-9)
+
+    def new_state(self) -> WindowState:
+        """An empty window."""
+        return WindowState()
+
+    @staticmethod
+    def _expire(state: WindowState, now: float) -> None:
+        entries = state.entries
+        while entries and entries[0][0] <= now:
+            state.total -= entries.popleft()[1]
+        if not entries:
+            state.total = 0.0
+
+    def admit(self, state: WindowState, now: float, cost: float) -> float:
+        """
+        Take ``cost`` at once and return 0.0, or return the wait (untouched).
+        """
+        self._expire(state, now)
+        pending = state.pending
+        if (
+            not pending or pending[-1].at <= now
+        ) and state.total + cost <= self.tol:
+            state.entries.append([now + self.window, cost])
+            state.total += cost
+            return 0.0
+        return self.earliest(state, now, cost, _NEVER) - now
+
+    def earliest(
+        self, state: WindowState, now: float, cost: float, not_before: float
+    ) -> float:
+        """
+        When a request booked now could proceed.
+
+        Exactly ``now`` when it could go at once, else a later time.
+        """
+        self._expire(state, now)
+        at = max(now, _floor(state), not_before)
+        remaining = state.total
+        for expires, weight in state.entries:
+            if remaining + cost <= self.tol:
+                break
+            # Wait for this row to leave the window.
+            at = max(at, expires)
+            remaining -= weight
+        return at
+
+    def take(
+        self,
+        state: WindowState,
+        now: float,
+        cost: float,
+        at: float,
+        pinned: bool = False,
+    ) -> Reservation | None:
+        """
+        Charge ``cost`` for execution at ``at`` (from `earliest` or later).
+
+        A *pinned* reservation never moves earlier than ``at`` on a refund
+        (a composite books every tier for the same moment).
+
+        Returns:
+            ``None`` when ``at`` is now (consumed), else the reservation.
+        """
+        if at <= now:
+            state.entries.append([now + self.window, cost])
+            state.total += cost
+            return None
+        res = Reservation(at, cost, at if pinned else _NEVER)
+        self._append(state, res)
+        return res
+
+    def _append(self, state: WindowState, res: Reservation) -> None:
+        state.entries.append([res.at + self.window, res.cost])
+        state.total += res.cost
+        state.pending.append(res)
+
+    def _unbook(self, state: WindowState, i: int) -> list[Reservation]:
+        """Take back the reservations from index ``i`` on (newest last)."""
+        items = state.pending[i:]
+        del state.pending[i:]
+        # Nothing was admitted at once since the first of them was booked
+        # (it was queued, and newcomers queue behind it): their rows are the
+        # newest. Drop them from the end.
+        for _ in items:
+            state.total -= state.entries.pop()[1]
+        if not state.entries:
+            state.total = 0.0
+        return items
+
+    def _book(self, state: WindowState, now: float, res: Reservation) -> None:
+        res.at = self.earliest(state, now, res.cost, res.not_before)
+        self._append(state, res)
+
+    def forget(self, state: WindowState, now: float) -> list[Reservation]:
+        """Empty the window; queued reservations become due now (returned)."""
+        served = release_all(state, now)
+        state.entries.clear()
+        state.total = 0.0
+        return served
+
+    def full(self, state: WindowState, now: float) -> bool:
+        """Whether forgetting the state would change no decision."""
+        entries = state.entries
+        return not state.pending and (not entries or entries[-1][0] <= now)
+
+    def queue_full(self, state: _State, now: float) -> bool:  # noqa: ARG002
+        """Never: a sliding window bounds no queue."""
+        return False
+
+
+def release_all(state: _State, now: float) -> list[Reservation]:
+    """Make every queued reservation due now; return them to notify."""
+    served = state.pending
+    state.pending = []
+    for res in served:
+        res.at = min(res.at, now)
+    return served

@@ -1,0 +1,251 @@
+from __future__ import annotations
+
+import logging
+import threading
+
+import pytest
+
+from stormwall import ConfigError, EventBus, default_bus
+from stormwall.events import (
+    AttemptEnded,
+    CallEnded,
+    CallStarted,
+    Event,
+    RetryScheduled,
+)
+
+
+def started(i=0):
+    return CallStarted(time=float(i), executor="x", key="k", call_id=i)
+
+
+def ended():
+    return CallEnded(time=1.0, outcome="success", attempts=1, duration=1.0)
+
+
+class TestSubscribe:
+    def test_handler_receives_subscribed_types_only(self):
+        """A handler subscribed to a type sees only events of that type."""
+        bus = EventBus()
+        seen = []
+        bus.subscribe(seen.append, CallStarted)
+
+        bus.emit(started())
+        bus.emit(ended())
+
+        assert [CallStarted] == [type(e) for e in seen]
+
+    def test_no_types_means_every_event(self):
+        """A handler subscribed without types sees everything."""
+        bus = EventBus()
+        seen = []
+        bus.subscribe(seen.append)
+
+        bus.emit(started())
+        bus.emit(ended())
+
+        assert 2 == len(seen)
+
+    def test_base_class_subscription_matches_subclasses(self):
+        """Subscribing to Event matches every concrete event."""
+        bus = EventBus()
+        seen = []
+        bus.subscribe(seen.append, Event)
+
+        bus.emit(ended())
+
+        assert 1 == len(seen)
+
+    def test_handlers_run_in_subscription_order(self):
+        """Handlers run inline, in the order they subscribed."""
+        bus = EventBus()
+        order = []
+        bus.subscribe(lambda e: order.append("a"))
+        bus.subscribe(lambda e: order.append("b"), CallStarted)
+
+        bus.emit(started())
+
+        assert ["a", "b"] == order
+
+    def test_close_unsubscribes(self):
+        """A closed subscription receives nothing more; close is idempotent."""
+        bus = EventBus()
+        seen = []
+        sub = bus.subscribe(seen.append)
+
+        sub.close()
+        sub.close()
+        bus.emit(started())
+
+        assert [] == seen
+        assert sub.active is False
+
+    def test_context_manager_unsubscribes(self):
+        """Leaving the with block ends the subscription."""
+        bus = EventBus()
+        seen = []
+
+        with bus.subscribe(seen.append) as sub:
+            bus.emit(started())
+            assert sub.active
+        bus.emit(started())
+
+        assert 1 == len(seen)
+
+    def test_unsubscribe_during_emission(self):
+        """A handler may close a subscription while an event is delivered."""
+        bus = EventBus()
+        seen = []
+        subs = []
+
+        def closer(event):
+            subs[1].close()
+
+        subs.append(bus.subscribe(closer))
+        subs.append(bus.subscribe(seen.append))
+
+        bus.emit(started(1))  # delivered to the snapshot taken at emission
+        bus.emit(started(2))
+
+        assert [1] == [e.call_id for e in seen]
+
+    def test_subscribe_during_emission(self):
+        """A handler added during an emission sees the next event."""
+        bus = EventBus()
+        seen = []
+
+        def adder(event):
+            if not seen and event.call_id == 1:
+                bus.subscribe(seen.append)
+
+        bus.subscribe(adder)
+        bus.emit(started(1))
+        bus.emit(started(2))
+
+        assert [2] == [e.call_id for e in seen]
+
+    @pytest.mark.parametrize(
+        ("args", "param"),
+        [
+            pytest.param((42,), "handler", id="handler-not-callable"),
+            pytest.param((print, int), "event_types", id="type-not-event"),
+            pytest.param((print, "x"), "event_types", id="type-str"),
+        ],
+    )
+    def test_bad_subscriptions(self, args, param):
+        """Bad arguments raise ConfigError naming them."""
+        with pytest.raises(ConfigError) as info:
+            EventBus().subscribe(*args)
+
+        assert param == info.value.parameter
+
+    def test_repr(self):
+        """Subscriptions and buses describe themselves."""
+        bus = EventBus()
+        sub = bus.subscribe(print, CallStarted)
+
+        assert "CallStarted" in repr(sub)
+        assert "active" in repr(sub)
+        assert "subscriptions=1" in repr(bus)
+
+
+class TestWants:
+    def test_nobody_listening(self):
+        """wants() is False with no subscriber at all."""
+        assert EventBus().wants(CallStarted) is False
+
+    def test_only_subscribed_types(self):
+        """wants() follows the subscribed types and unsubscription."""
+        bus = EventBus()
+        sub = bus.subscribe(print, RetryScheduled)
+
+        assert bus.wants(RetryScheduled) is True
+        assert bus.wants(AttemptEnded) is False
+        sub.close()
+        assert bus.wants(RetryScheduled) is False
+
+
+class TestIsolation:
+    def test_raising_handler_isolated(self, caplog):
+        """A raising handler stops neither the others nor the emitter."""
+        bus = EventBus()
+        seen = []
+
+        def broken(event):
+            raise RuntimeError("exporter down")
+
+        bus.subscribe(broken)
+        bus.subscribe(seen.append)
+
+        with caplog.at_level(logging.ERROR, logger="stormwall"):
+            bus.emit(started(1))
+            bus.emit(started(2))
+
+        assert [1, 2] == [e.call_id for e in seen]
+        assert 2 == bus.statistics().handler_errors
+        records = [r for r in caplog.records if r.name == "stormwall"]
+        assert 1 == len(records)  # reported once, then only counted
+        assert "exporter down" in records[0].exc_text
+
+    def test_each_broken_handler_reported_once(self, caplog):
+        """Two different broken handlers are each reported once."""
+        bus = EventBus()
+        bus.subscribe(lambda e: 1 / 0)
+        bus.subscribe(lambda e: {}["missing"])
+
+        with caplog.at_level(logging.ERROR, logger="stormwall"):
+            for _ in range(3):
+                bus.emit(started())
+
+        assert 2 == len(caplog.records)
+        assert 6 == bus.statistics().handler_errors
+
+
+class TestConcurrency:
+    def test_emit_while_subscribing_from_threads(self):
+        """Concurrent emits and (un)subscriptions lose no event of a stable
+        subscriber and never raise."""
+        bus = EventBus()
+        seen = []
+        bus.subscribe(seen.append, CallStarted)
+        stop = threading.Event()
+        errors = []
+
+        def churn():
+            try:
+                while not stop.is_set():
+                    bus.subscribe(lambda e: None).close()
+            except Exception as exc:
+                errors.append(exc)
+
+        def emitter():
+            for i in range(5000):
+                bus.emit(started(i))
+
+        churners = [threading.Thread(target=churn) for _ in range(2)]
+        emitters = [threading.Thread(target=emitter) for _ in range(2)]
+        for t in churners + emitters:
+            t.start()
+        for t in emitters:
+            t.join(30)
+        stop.set()
+        for t in churners:
+            t.join(30)
+
+        assert [] == errors
+        assert 10_000 == len(seen)
+
+
+class TestDefaultBus:
+    def test_default_bus_is_an_event_bus(self):
+        """stormwall.default_bus is the process-wide EventBus."""
+        assert isinstance(default_bus, EventBus)
+
+    def test_generation_counts_subscriptions(self):
+        """generation bumps on subscribe, so executors can re-announce."""
+        bus = EventBus()
+        before = bus.statistics().generation
+
+        bus.subscribe(print).close()
+
+        assert before + 1 == bus.statistics().generation
