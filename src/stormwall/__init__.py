@@ -9,6 +9,7 @@ turn into traces, metrics and logs.
 
 from __future__ import annotations
 
+from ._async import AsyncResilientExecutor
 from ._breaker import BreakerStatistics, CircuitBreaker, CircuitState
 from ._bulkhead import Bulkhead, BulkheadStatistics
 from ._bus import BusStatistics, EventBus, Subscription, default_bus
@@ -30,11 +31,13 @@ from ._limiters import (
     SlidingWindow,
     TokenBucket,
 )
-from ._retry import RetryBudget, RetryPolicy
+from ._retry import RetryBudget, RetryBudgetStatistics, RetryPolicy
+from ._sync import ResilientExecutor
 from ._version import __version__
 
 
 __all__ = [
+    "AsyncResilientExecutor",
     "AttemptTimeoutError",
     "BreakerStatistics",
     "Bulkhead",
@@ -55,7 +58,9 @@ __all__ = [
     "MonotonicClock",
     "RateLimitedError",
     "RejectedError",
+    "ResilientExecutor",
     "RetryBudget",
+    "RetryBudgetStatistics",
     "RetryPolicy",
     "SlidingWindow",
     "StormwallError",

@@ -1,0 +1,370 @@
+"""
+AsyncResilientExecutor: the pipeline for asyncio code.
+
+The twin of `_sync.py`, step for step; the differences are ``await``, the
+wait primitives, and the per-attempt timeout that only a coroutine can have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
+
+from ._clock import MonotonicClock, call_at
+from ._errors import (
+    AttemptTimeoutError,
+    CircuitOpenError,
+    RejectedError,
+)
+from ._executor import ExecutorBase, chain, failure_outcome
+from ._sync import _key_function
+
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Coroutine
+    from types import TracebackType
+
+    from ._clock import Clock
+    from ._component import CallContext
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class AsyncResilientExecutor(ExecutorBase):
+    """
+    Run coroutine functions through the resilience pipeline.
+
+    Every call passes the circuit breaker, the rate limiter and the bulkhead,
+    runs, is recorded, and is retried with back-off while the retry policy
+    allows; the fallback, if any, supplies the value of a call that failed
+    for good. When retries run out, the function's own last exception is
+    raised unchanged.
+
+    Args:
+        name: Names the executor in events, metrics and traces.
+        limiter: A rate limiter, keyed by the call's key.
+        retry_policy: When and how long to back off; ``None`` = one attempt.
+        circuit_breaker: Fails calls fast while the upstream is unhealthy.
+        bulkhead: Caps concurrent calls.
+        timeout: Seconds one attempt may run before it is cancelled and
+            fails with `AttemptTimeoutError` (retryable, and a breaker
+            failure, by default). Kept on the pipeline's clock, so it fires
+            in virtual time under `MockClock`.
+        limiter_timeout: The longest a call may wait for the limiter;
+            ``None`` waits as long as needed, ``0`` never waits.
+        fallback: ``fallback(error)`` returns the value of a call that failed
+            for good (rejections included); an awaitable it returns is
+            awaited.
+        clock: The clock of the whole pipeline (default: the one its
+            components were given, else real time).
+        bus: Where events go (default: `stormwall.default_bus`).
+
+    Raises:
+        ConfigError: a parameter outside its domain, or components whose
+            clocks disagree.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __slots__ = ()
+
+    async def run(
+        self,
+        key: str,
+        fn: Callable[P, Awaitable[T]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """
+        Call ``fn(*args, **kwargs)`` through the pipeline.
+
+        Args:
+            key: Whose call this is: the limiter's key (e.g. a user or
+                tenant id). Never a metric label unless opted in.
+            fn: The function to protect.
+            args: Its positional arguments.
+            kwargs: Its keyword arguments.
+
+        Returns:
+            What ``fn`` returned (or the fallback's value).
+
+        Raises:
+            CircuitOpenError: the breaker is open (chained to the last
+                failure when it opened mid-retry).
+            RateLimitedError: the limiter would have made the call wait past
+                ``limiter_timeout``.
+            BulkheadFullError: no concurrency slot within ``max_wait``.
+            AttemptTimeoutError: the last attempt ran past ``timeout``.
+            Exception: ``fn``'s own last exception, when retries ran out.
+        """
+        ctx = self._open(key)
+        clock = self._clock
+        breaker, limiter, bulkhead = (
+            self._breaker,
+            self._limiter,
+            self._bulkhead,
+        )
+        timeout = self._timeout
+        started = clock.now()
+        if self._budget is not None:
+            self._budget._deposit(started)
+        attempt = 0
+        error: BaseException | None = None
+        previous: float | None = None
+        try:
+            while True:
+                # -- admission: breaker, limiter, bulkhead
+                if ctx is not None:
+                    ctx.attempt = attempt + 1
+                permit = None
+                if breaker is not None:
+                    try:
+                        permit = breaker._admit(ctx)
+                    except CircuitOpenError as exc:
+                        return cast(
+                            "T",
+                            await self._give_up(
+                                ctx, exc, error, attempt, started
+                            ),
+                        )
+                try:
+                    if limiter is not None:
+                        await limiter._acquire_async(
+                            key, 1, self._limiter_timeout, ctx
+                        )
+                    if bulkhead is not None:
+                        await bulkhead._acquire_async(ctx)
+                except BaseException as exc:
+                    if breaker is not None:
+                        breaker._release(permit)
+                    if isinstance(exc, RejectedError):
+                        return cast(
+                            "T",
+                            await self._give_up(
+                                ctx, exc, error, attempt, started
+                            ),
+                        )
+                    raise
+
+                # -- the call
+                attempt += 1
+                if ctx is not None:
+                    self._attempt_started(ctx, attempt)
+                t0 = clock.now()
+                try:
+                    if timeout is None:
+                        result = await fn(*args, **kwargs)
+                    else:
+                        async with _Timeout(clock, timeout):
+                            result = await fn(*args, **kwargs)
+                except BaseException as exc:
+                    duration = clock.now() - t0
+                    if bulkhead is not None:
+                        bulkhead._release(ctx)
+                    if not isinstance(exc, Exception):
+                        if breaker is not None:
+                            breaker._release(permit)
+                        if ctx is not None:
+                            self._attempt_ended(
+                                ctx, "cancelled", duration, exc
+                            )
+                        raise
+                    if ctx is not None:
+                        self._attempt_ended(
+                            ctx,
+                            "timeout"
+                            if isinstance(exc, AttemptTimeoutError)
+                            else "failure",
+                            duration,
+                            exc,
+                        )
+                    if breaker is not None:
+                        breaker._on_failure(permit, exc, duration, ctx)
+                    error, rejected_result = exc, None
+                else:
+                    duration = clock.now() - t0
+                    if bulkhead is not None:
+                        bulkhead._release(ctx)
+                    policy = self._policy
+                    if policy is None or not policy._retries_result(result):
+                        if ctx is not None:
+                            self._attempt_ended(ctx, "success", duration, None)
+                        if breaker is not None:
+                            breaker._on_success(permit, duration, ctx)
+                        if ctx is not None:
+                            self._call_ended(
+                                ctx, "success", attempt, started, None
+                            )
+                        return result
+                    if ctx is not None:
+                        self._attempt_ended(ctx, "failure", duration, None)
+                    if breaker is not None:
+                        breaker._on_failure(permit, None, duration, ctx)
+                    error, rejected_result = None, result
+
+                # -- retry?
+                try:
+                    delay = self._retry_delay(
+                        attempt, error, rejected_result, started, previous, ctx
+                    )
+                except CircuitOpenError as exc:
+                    return cast(
+                        "T",
+                        await self._give_up(ctx, exc, error, attempt, started),
+                    )
+                if delay is None:
+                    if error is None:
+                        # Retries on a result ran out: the caller gets the
+                        # last result, as the function returned it.
+                        if ctx is not None:
+                            self._call_ended(
+                                ctx, "failure", attempt, started, None
+                            )
+                        return cast("T", rejected_result)
+                    return cast(
+                        "T",
+                        await self._give_up(
+                            ctx, error, None, attempt, started
+                        ),
+                    )
+                await clock.sleep_async(delay)
+                previous = delay
+        except BaseException as exc:
+            if ctx is not None and not isinstance(exc, Exception):
+                self._call_ended(ctx, "cancelled", attempt, started, exc)
+            raise
+
+    async def _give_up(
+        self,
+        ctx: CallContext | None,
+        error: BaseException,
+        cause: BaseException | None,
+        attempts: int,
+        started: float,
+    ) -> Any:
+        """End a failed call: the fallback's value, or raise ``error``."""
+        chain(error, cause)
+        fallback = self._fallback
+        if fallback is None or not isinstance(error, Exception):
+            if ctx is not None:
+                self._call_ended(
+                    ctx,
+                    failure_outcome(error, attempts),
+                    attempts,
+                    started,
+                    error,
+                )
+            raise error
+        try:
+            value = fallback(error)
+            if inspect.isawaitable(value):
+                value = await value
+        except Exception as exc:
+            if ctx is not None:
+                self._call_ended(ctx, "failure", attempts, started, exc)
+            raise
+        self._fallback_used(ctx, error, attempts, started)
+        return value
+
+    def protect(
+        self, key: str | Callable[..., str] = "default"
+    ) -> Callable[
+        [Callable[P, Awaitable[T]]], Callable[P, Coroutine[Any, Any, T]]
+    ]:
+        """
+        Decorate a function so every call of it runs through `run`.
+
+        Args:
+            key: A fixed key, or a function of the call's arguments that
+                returns it (e.g. ``lambda user_id, **_: user_id``).
+
+        .. versionadded:: 0.1.0
+        """
+        key_of = _key_function(key)
+
+        def decorate(
+            fn: Callable[P, Awaitable[T]],
+        ) -> Callable[P, Coroutine[Any, Any, T]]:
+            @functools.wraps(fn)
+            async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+                return await self.run(
+                    key_of(*args, **kwargs), fn, *args, **kwargs
+                )
+
+            return wrapper
+
+        return decorate
+
+
+class _Timeout:
+    """
+    Cancel the current task at a deadline on the pipeline's clock.
+
+    Like `asyncio.timeout`, but the deadline is kept by the clock, so under
+    `MockClock` it fires in virtual time; with the real clock it is
+    `asyncio.timeout` itself.
+    """
+
+    __slots__ = ("_cancel", "_clock", "_expired", "_seconds", "_task")
+
+    def __init__(self, clock: Clock, seconds: float) -> None:
+        self._clock = clock
+        self._seconds = seconds
+        self._expired = False
+        self._task: asyncio.Task[Any] | None = None
+        self._cancel: Any = None
+
+    async def __aenter__(self) -> None:
+        if isinstance(self._clock, MonotonicClock):
+            self._cancel = asyncio.timeout(self._seconds)
+            await self._cancel.__aenter__()
+            return
+        self._task = asyncio.current_task()
+        self._cancel = call_at(
+            self._clock, self._clock.now() + self._seconds, self._expire
+        )
+
+    def _expire(self) -> None:
+        task = self._task
+        if task is None or task.done():
+            return
+        self._expired = True
+        loop = task.get_loop()
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            task.cancel()
+        else:
+            loop.call_soon_threadsafe(task.cancel)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if isinstance(self._clock, MonotonicClock):
+            try:
+                await self._cancel.__aexit__(exc_type, exc, tb)
+            except TimeoutError as timeout:
+                raise AttemptTimeoutError(self._seconds) from timeout
+            return
+        self._cancel()
+        if (
+            self._expired
+            and self._task is not None
+            and self._task.uncancel() == 0
+            and exc_type is not None
+            and issubclass(exc_type, asyncio.CancelledError)
+        ):
+            raise AttemptTimeoutError(self._seconds) from exc
+
+
+__all__ = ["AsyncResilientExecutor"]

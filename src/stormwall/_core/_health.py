@@ -1,0 +1,172 @@
+"""
+Health windows: what the circuit breaker remembers about recent outcomes.
+
+A window records each finished call as two flags, *failed* and *slow*, and
+answers "how many calls, failures and slow calls are in the window now?".
+The breaker turns those totals into a failure rate and a slow-call rate
+(resilience4j's sliding windows; Polly's ``HealthMetrics``). The consecutive
+failure count is one integer, so it lives in the breaker's record, not here.
+
+Both windows cost O(1) per record and per query, whatever their size:
+
+- `CountWindow` keeps the last ``size`` outcomes in a ring buffer of one byte
+  each and running totals; recording overwrites the oldest outcome and
+  subtracts it from the totals.
+- `TimeWindow` keeps ``buckets`` time buckets of ``duration / buckets``
+  seconds each, plus running totals. Time is cut into buckets by
+  ``floor(now / width)``; a bucket is dropped, as a whole, once it is
+  ``buckets`` buckets old. So an outcome stays in the window for between
+  ``duration * (1 - 1/buckets)`` and ``duration`` seconds: exact to one
+  bucket, with memory that does not grow with traffic. Moving time forward
+  clears at most ``buckets`` buckets, however far it moved.
+
+Nothing here reads a clock: `TimeWindow` takes ``now``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+
+__all__ = ["TIME_BUCKETS", "CountWindow", "HealthWindow", "TimeWindow"]
+
+# How finely a time window is cut. 20 buckets keep a 60 s window exact to
+# 3 s (resilience4j uses one-second buckets) at a fixed 80 integers of state.
+TIME_BUCKETS = 20
+
+_FAILED = 1
+_SLOW = 2
+
+
+class HealthWindow(Protocol):
+    """The operations the breaker needs from a window."""
+
+    def record(self, failed: bool, slow: bool, now: float) -> None:
+        """Add one finished call."""
+        ...
+
+    def totals(self, now: float) -> tuple[int, int, int]:
+        """Return ``(calls, failures, slow_calls)`` at ``now``."""
+        ...
+
+    def clear(self) -> None:
+        """Forget every outcome."""
+        ...
+
+
+class CountWindow:
+    """The last ``size`` outcomes, in a ring buffer."""
+
+    __slots__ = ("_calls", "_failures", "_pos", "_ring", "_slow", "size")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._ring = bytearray(size)
+        self._pos = 0
+        self._calls = 0
+        self._failures = 0
+        self._slow = 0
+
+    def record(self, failed: bool, slow: bool, now: float) -> None:  # noqa: ARG002 - one signature for both windows
+        """Add one outcome, evicting the oldest once the ring is full."""
+        pos = self._pos
+        if self._calls == self.size:
+            old = self._ring[pos]
+            self._failures -= old & _FAILED
+            self._slow -= (old & _SLOW) >> 1
+        else:
+            self._calls += 1
+        self._ring[pos] = (_FAILED if failed else 0) | (_SLOW if slow else 0)
+        self._failures += failed
+        self._slow += slow
+        pos += 1
+        self._pos = 0 if pos == self.size else pos
+
+    def totals(self, now: float) -> tuple[int, int, int]:  # noqa: ARG002
+        """Return ``(calls, failures, slow_calls)``; ``now`` is unused."""
+        return self._calls, self._failures, self._slow
+
+    def clear(self) -> None:
+        """Forget every outcome."""
+        self._ring = bytearray(self.size)
+        self._pos = self._calls = self._failures = self._slow = 0
+
+
+class TimeWindow:
+    """The outcomes of the last ``duration`` seconds, in time buckets."""
+
+    __slots__ = (
+        "_bucket_calls",
+        "_bucket_failures",
+        "_bucket_slow",
+        "_calls",
+        "_failures",
+        "_head",
+        "_slow",
+        "buckets",
+        "duration",
+        "width",
+    )
+
+    def __init__(self, duration: float, buckets: int = TIME_BUCKETS) -> None:
+        self.duration = duration
+        self.buckets = buckets
+        self.width = duration / buckets
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget every outcome."""
+        n = self.buckets
+        self._bucket_calls = [0] * n
+        self._bucket_failures = [0] * n
+        self._bucket_slow = [0] * n
+        self._calls = self._failures = self._slow = 0
+        # The index of the newest bucket; older indexes are head - 1, ...
+        self._head: int | None = None
+
+    def bucket_of(self, now: float) -> int:
+        """Return the index of the bucket ``now`` falls in."""
+        return math.floor(now / self.width)
+
+    def _roll(self, now: float) -> int:
+        """Drop the buckets that are too old at ``now``; return its slot."""
+        index = self.bucket_of(now)
+        head = self._head
+        if head is None:
+            self._head = index
+        elif index > head:
+            # Buckets head+1 .. index are new; clear whatever they hold from
+            # `buckets` buckets ago. A jump longer than the window clears
+            # every bucket once, not once per skipped bucket.
+            n = self.buckets
+            for i in range(max(head + 1, index - n + 1), index + 1):
+                slot = i % n
+                self._calls -= self._bucket_calls[slot]
+                self._failures -= self._bucket_failures[slot]
+                self._slow -= self._bucket_slow[slot]
+                self._bucket_calls[slot] = 0
+                self._bucket_failures[slot] = 0
+                self._bucket_slow[slot] = 0
+            self._head = index
+        else:
+            # A clock that went backwards (it should not): count the outcome
+            # in the newest bucket rather than corrupt an older one.
+            index = head
+        return index % self.buckets
+
+    def record(self, failed: bool, slow: bool, now: float) -> None:
+        """Add one outcome at ``now``."""
+        slot = self._roll(now)
+        self._bucket_calls[slot] += 1
+        self._bucket_failures[slot] += failed
+        self._bucket_slow[slot] += slow
+        self._calls += 1
+        self._failures += failed
+        self._slow += slow
+
+    def totals(self, now: float) -> tuple[int, int, int]:
+        """Return ``(calls, failures, slow_calls)`` at ``now``."""
+        if self._head is not None:
+            self._roll(now)
+        return self._calls, self._failures, self._slow

@@ -1,0 +1,439 @@
+"""
+What the sync and async executors share: configuration, decisions, events.
+
+The pipeline, per attempt, in a fixed order (DESIGN §2)::
+
+    breaker gate  -> CircuitOpenError (fail fast: no permit used, no retry)
+    rate limiter  -> wait up to limiter_timeout, else RateLimitedError
+    bulkhead      -> wait up to its max_wait, else BulkheadFullError
+    call fn       (async: per-attempt timeout -> AttemptTimeoutError)
+    record        -> breaker (its classifier decides), retry budget
+    retry?        -> retryable, attempts left, deadline, budget, breaker
+                     still closed -> RetryScheduled, back-off sleep, loop
+    fallback      (optional) on the final exception
+
+Why this order: the breaker goes first because an open circuit must cost
+nothing (no token spent on a call that cannot happen); the limiter before the
+bulkhead because waiting for a token while holding a concurrency slot would
+waste the slot; retry outermost so every retry passes every gate again.
+
+Everything here is decision and bookkeeping; the two shells (`_sync.py`,
+`_async.py`) only call, wait and sleep, so both report identical events.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from . import _validate
+from ._breaker import CircuitBreaker
+from ._bulkhead import Bulkhead
+from ._bus import EventBus, default_bus
+from ._clock import DEFAULT_CLOCK, Clock
+from ._component import CallContext, Component, check_bus, check_clock
+from ._errors import CircuitOpenError, ConfigError
+from ._events import (
+    AttemptEnded,
+    AttemptStarted,
+    CallEnded,
+    CallStarted,
+    ExecutorObserved,
+    FallbackUsed,
+    RetryBudgetExhausted,
+    RetryScheduled,
+)
+from ._limiters import Limiter
+from ._retry import RetryPolicy
+
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+
+# Process-unique call ids; `next()` on itertools.count is atomic under the GIL.
+_call_ids = itertools.count(1)
+
+C = TypeVar("C")
+
+
+class ExecutorBase:
+    """
+    Configuration and decisions shared by both executors.
+
+    See `ResilientExecutor` for the parameters.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_breaker",
+        "_budget",
+        "_bulkhead",
+        "_bus",
+        "_buses",
+        "_clock",
+        "_fallback",
+        "_limiter",
+        "_limiter_timeout",
+        "_max_attempts",
+        "_name",
+        "_observed_generation",
+        "_policy",
+        "_timeout",
+    )
+
+    def __init__(
+        self,
+        name: str = "default",
+        *,
+        limiter: Limiter | None = None,
+        retry_policy: RetryPolicy | None = None,
+        circuit_breaker: CircuitBreaker | None = None,
+        bulkhead: Bulkhead | None = None,
+        timeout: float | None = None,
+        limiter_timeout: float | None = None,
+        fallback: Callable[[BaseException], Any] | None = None,
+        clock: Clock | None = None,
+        bus: EventBus | None = None,
+    ) -> None:
+        self._name = _validate.name("name", name, "default")
+        self._limiter: Limiter | None = _optional(
+            "limiter", limiter, Limiter, "a Limiter"
+        )
+        self._policy: RetryPolicy | None = _optional(
+            "retry_policy", retry_policy, RetryPolicy, "a RetryPolicy"
+        )
+        self._breaker: CircuitBreaker | None = _optional(
+            "circuit_breaker",
+            circuit_breaker,
+            CircuitBreaker,
+            "a CircuitBreaker",
+        )
+        self._bulkhead: Bulkhead | None = _optional(
+            "bulkhead", bulkhead, Bulkhead, "a Bulkhead"
+        )
+        self._timeout = self._check_timeout(timeout)
+        self._limiter_timeout = _validate.optional_non_negative(
+            "limiter_timeout", limiter_timeout
+        )
+        if fallback is not None and not callable(fallback):
+            raise ConfigError(
+                "fallback",
+                f"expected a callable, got {type(fallback).__name__}",
+            )
+        self._fallback = fallback
+        self._bus = check_bus("bus", bus) or default_bus
+        self._budget = None if self._policy is None else self._policy.budget
+        self._max_attempts = (
+            1 if self._policy is None else self._policy.max_attempts
+        )
+        self._clock = self._bind_components(check_clock("clock", clock))
+        buses = [self._bus]
+        for _, component in self._components():
+            buses.extend(b for b in component._buses() if b not in buses)
+        self._buses = tuple(buses)
+        self._observed_generation = -1
+
+    def _check_timeout(self, timeout: object) -> float | None:
+        return _validate.optional_positive("timeout", timeout)
+
+    def _components(self) -> list[tuple[str, Component]]:
+        found: list[tuple[str, Component]] = []
+        if self._breaker is not None:
+            found.append(("circuit_breaker", self._breaker))
+        if self._limiter is not None:
+            found.append(("limiter", self._limiter))
+        if self._bulkhead is not None:
+            found.append(("bulkhead", self._bulkhead))
+        if self._budget is not None:
+            found.append(("retry_policy", self._budget))
+        return found
+
+    def _bind_components(self, clock: Clock | None) -> Clock:
+        """
+        Pick the one clock of this pipeline and wire every component to it.
+
+        The executor's own ``clock=`` wins; else the one clock its components
+        were given; two different clocks are a `ConfigError`.
+        """
+        components = self._components()
+        if clock is None:
+            explicit = {
+                id(c._explicit_clock): (param, c._explicit_clock)
+                for param, c in components
+                if c._explicit_clock is not None
+            }
+            if len(explicit) > 1:
+                (p1, c1), (p2, c2) = list(explicit.values())[:2]
+                raise ConfigError(
+                    p2,
+                    f"keeps time with {c2!r} but {p1} uses {c1!r}; "
+                    "one executor needs one clock",
+                )
+            clock = next(iter(explicit.values()))[1] if explicit else None
+        clock = clock or DEFAULT_CLOCK
+        for param, component in components:
+            component._bind(self._name, clock, self._bus, param)
+        return clock
+
+    # -- public ---------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The executor's name (the ``executor`` of its events and metrics)."""
+        return self._name
+
+    @property
+    def clock(self) -> Clock:
+        """The clock the whole pipeline keeps time with."""
+        return self._clock
+
+    @property
+    def bus(self) -> EventBus:
+        """The bus the executor reports on."""
+        return self._bus
+
+    @property
+    def circuit_breaker(self) -> CircuitBreaker | None:
+        """The circuit breaker, if any."""
+        return self._breaker
+
+    @property
+    def limiter(self) -> Limiter | None:
+        """The rate limiter, if any."""
+        return self._limiter
+
+    @property
+    def bulkhead(self) -> Bulkhead | None:
+        """The bulkhead, if any."""
+        return self._bulkhead
+
+    @property
+    def retry_policy(self) -> RetryPolicy | None:
+        """The retry policy, if any."""
+        return self._policy
+
+    def __repr__(self) -> str:
+        parts = [repr(self._name)]
+        for param, component in self._components():
+            parts.append(f"{param}={component!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+    # -- call bookkeeping -----------------------------------------------------
+
+    def _open(self, key: str) -> CallContext | None:
+        """
+        Start a call's telemetry: a context when anybody listens, else None.
+        """
+        for bus in self._buses:
+            if bus._subs:
+                break
+        else:
+            return None
+        if not isinstance(key, str):
+            raise ConfigError(
+                "key", f"expected a str, got {type(key).__name__}"
+            )
+        ctx = CallContext(self._name, key, next(_call_ids), self._bus)
+        bus = self._bus
+        if bus._subs:
+            if bus.generation != self._observed_generation:
+                self._observed_generation = bus.generation
+                self._announce(ctx)
+            if bus.wants(CallStarted):
+                bus.emit(
+                    CallStarted(
+                        time=self._clock.now(),
+                        executor=self._name,
+                        key=key,
+                        call_id=ctx.call_id,
+                    )
+                )
+        return ctx
+
+    def _announce(self, ctx: CallContext) -> None:
+        if not self._bus.wants(ExecutorObserved):
+            return
+        breaker = self._breaker
+        self._bus.emit(
+            ExecutorObserved(
+                time=self._clock.now(),
+                executor=self._name,
+                key=ctx.key,
+                call_id=ctx.call_id,
+                breaker=None if breaker is None else breaker.name,
+                breaker_state=None if breaker is None else breaker.state.value,
+                limiters=()
+                if self._limiter is None
+                else self._limiter._names(),
+                bulkhead=None
+                if self._bulkhead is None
+                else self._bulkhead.name,
+            )
+        )
+
+    def _attempt_started(self, ctx: CallContext, attempt: int) -> None:
+        ctx.attempt = attempt
+        if self._bus.wants(AttemptStarted):
+            self._bus.emit(
+                AttemptStarted(
+                    time=self._clock.now(),
+                    executor=self._name,
+                    key=ctx.key,
+                    call_id=ctx.call_id,
+                    attempt=attempt,
+                )
+            )
+
+    def _attempt_ended(
+        self,
+        ctx: CallContext,
+        outcome: str,
+        duration: float,
+        error: BaseException | None,
+    ) -> None:
+        if self._bus.wants(AttemptEnded):
+            self._bus.emit(
+                AttemptEnded(
+                    time=self._clock.now(),
+                    executor=self._name,
+                    key=ctx.key,
+                    call_id=ctx.call_id,
+                    attempt=ctx.attempt,
+                    outcome=outcome,
+                    duration=duration,
+                    error=error,
+                )
+            )
+
+    def _call_ended(
+        self,
+        ctx: CallContext,
+        outcome: str,
+        attempts: int,
+        started: float,
+        error: BaseException | None,
+    ) -> None:
+        if self._bus.wants(CallEnded):
+            now = self._clock.now()
+            self._bus.emit(
+                CallEnded(
+                    time=now,
+                    executor=self._name,
+                    key=ctx.key,
+                    call_id=ctx.call_id,
+                    outcome=outcome,
+                    attempts=attempts,
+                    duration=now - started,
+                    error=error,
+                )
+            )
+
+    # -- decisions ------------------------------------------------------------
+
+    def _retry_delay(
+        self,
+        attempt: int,
+        error: BaseException | None,
+        result: object,
+        started: float,
+        previous: float | None,
+        ctx: CallContext | None,
+    ) -> float | None:
+        """
+        Decide on a retry after a failed attempt.
+
+        Returns:
+            The back-off delay, or ``None`` to give up with this failure.
+
+        Raises:
+            CircuitOpenError: the breaker opened (or is open): retrying is
+                pointless; chained to the failure by the caller.
+        """
+        policy = self._policy
+        if policy is None or attempt >= self._max_attempts:
+            return None
+        if error is not None and not policy._retries(error):
+            return None
+        breaker = self._breaker
+        if breaker is not None and breaker._rejecting():
+            raise CircuitOpenError(
+                breaker.name, breaker.retry_after, breaker.state.value
+            )
+        delay: float = policy._backoff(
+            attempt, result if error is None else error, previous
+        )
+        now = self._clock.now()
+        deadline = policy.deadline
+        if deadline is not None and now + delay >= started + deadline:
+            return None
+        budget = self._budget
+        if budget is not None and not budget._withdraw(now):
+            if ctx is not None and self._bus.wants(RetryBudgetExhausted):
+                self._bus.emit(
+                    RetryBudgetExhausted(
+                        time=now,
+                        executor=self._name,
+                        key=ctx.key,
+                        call_id=ctx.call_id,
+                        attempt=attempt,
+                        error=error,
+                    )
+                )
+            return None
+        if ctx is not None and self._bus.wants(RetryScheduled):
+            self._bus.emit(
+                RetryScheduled(
+                    time=now,
+                    executor=self._name,
+                    key=ctx.key,
+                    call_id=ctx.call_id,
+                    attempt=attempt,
+                    delay=delay,
+                    error=error,
+                )
+            )
+        return delay
+
+    def _fallback_used(
+        self,
+        ctx: CallContext | None,
+        error: BaseException,
+        attempts: int,
+        started: float,
+    ) -> None:
+        if ctx is None:
+            return
+        if self._bus.wants(FallbackUsed):
+            self._bus.emit(
+                FallbackUsed(
+                    time=self._clock.now(),
+                    executor=self._name,
+                    key=ctx.key,
+                    call_id=ctx.call_id,
+                    error=error,
+                )
+            )
+        self._call_ended(ctx, "fallback", attempts, started, error)
+
+
+def _optional(param: str, value: object, cls: type[Any], what: str) -> Any:
+    if value is None:
+        return None
+    return _validate.instance_of(param, value, cls, what)
+
+
+def chain(rejection: BaseException, failure: BaseException | None) -> None:
+    """Make the last real failure the ``__cause__`` of a later rejection."""
+    if failure is not None and rejection.__cause__ is None:
+        rejection.__cause__ = failure
+
+
+def failure_outcome(error: BaseException, attempts: int) -> str:
+    """`CallEnded.outcome` for a call ending in ``error``."""
+    if not isinstance(error, Exception):
+        return "cancelled"
+    return "failure" if attempts else "rejected"
+
+
+__all__ = ["ExecutorBase", "chain", "failure_outcome"]

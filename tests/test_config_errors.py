@@ -1,0 +1,89 @@
+"""
+One table: every public constructor refuses every value outside each
+parameter's domain with a ConfigError naming the parameter (DESIGN §3).
+
+Rows for each component live beside its tests (``_bad_inputs_*.py``); the
+executor's, the clock's and the bus's are here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from _bad_inputs_limiters import BAD_INPUTS as LIMITERS
+
+from _bad_inputs_breaker import BAD_INPUTS as BREAKER
+from _bad_inputs_retry import BAD_INPUTS as RETRY
+from stormwall import (
+    AsyncResilientExecutor,
+    ConfigError,
+    MockClock,
+    ResilientExecutor,
+)
+from stormwall.testing import EventRecorder
+
+
+def executor_rows():
+    rows = []
+    for cls in (ResilientExecutor, AsyncResilientExecutor):
+        tag = cls.__name__
+        cases = [
+            ({"name": ""}, "name"),
+            ({"name": 3}, "name"),
+            ({"name": " padded "}, "name"),
+            ({"limiter": object()}, "limiter"),
+            ({"retry_policy": 3}, "retry_policy"),
+            ({"circuit_breaker": "b"}, "circuit_breaker"),
+            ({"bulkhead": 4}, "bulkhead"),
+            ({"limiter_timeout": -1}, "limiter_timeout"),
+            ({"limiter_timeout": math.nan}, "limiter_timeout"),
+            ({"limiter_timeout": math.inf}, "limiter_timeout"),
+            ({"limiter_timeout": "1"}, "limiter_timeout"),
+            ({"fallback": "x"}, "fallback"),
+            ({"clock": object()}, "clock"),
+            ({"bus": object()}, "bus"),
+        ]
+        if cls is AsyncResilientExecutor:
+            cases += [
+                ({"timeout": 0}, "timeout"),
+                ({"timeout": -1}, "timeout"),
+                ({"timeout": math.nan}, "timeout"),
+                ({"timeout": math.inf}, "timeout"),
+                ({"timeout": True}, "timeout"),
+            ]
+        else:
+            cases.append(({"timeout": 1.0}, "timeout"))
+        for i, (kwargs, param) in enumerate(cases):
+            name = kwargs.pop("name", "svc")
+            rows.append(
+                pytest.param(
+                    lambda cls=cls, name=name, kwargs=kwargs: cls(
+                        name, **kwargs
+                    ),
+                    param,
+                    id=f"{tag}-{param}-{i}",
+                )
+            )
+    return rows
+
+
+OTHER = [
+    pytest.param(lambda: MockClock(start=-1), "start", id="mockclock-start"),
+    pytest.param(lambda: MockClock(autojump="yes"), "autojump", id="autojump"),
+    pytest.param(lambda: EventRecorder(bus=3), "bus", id="recorder-bus"),
+]
+
+
+@pytest.mark.parametrize(
+    ("build", "parameter"),
+    [*LIMITERS, *RETRY, *BREAKER, *executor_rows(), *OTHER],
+)
+def test_bad_input_names_the_parameter(build, parameter):
+    """A value outside its domain raises ConfigError naming the parameter."""
+    with pytest.raises(ConfigError) as info:
+        build()
+
+    assert parameter == info.value.parameter
+    assert isinstance(info.value, ValueError)
+    assert str(info.value).startswith(f"{parameter}:")

@@ -1,0 +1,69 @@
+"""The typing test file really checks something: mypy passes on it and fails
+on a deliberately wrong twin."""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+
+HERE = pathlib.Path(__file__).parent
+mypy = pytest.importorskip("mypy")
+
+WRONG = """
+from typing import assert_type
+from stormwall import AsyncResilientExecutor, ResilientExecutor
+
+def fetch() -> int:
+    return 1
+
+async def afetch() -> str:
+    return ""
+
+async def main() -> None:
+    assert_type(await AsyncResilientExecutor().run("k", afetch), int)
+
+assert_type(ResilientExecutor().run("k", fetch), str)
+ResilientExecutor().run("k", fetch, 1)
+"""
+
+
+def run_mypy(path):
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--no-incremental",
+            "--config-file",
+            str(HERE.parent / "pyproject.toml"),
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=HERE.parent,
+    )
+
+
+@pytest.mark.slow
+class TestTyping:
+    def test_api_file_type_checks(self):
+        """tests/typing/api.py passes mypy --strict."""
+        out = run_mypy(HERE / "typing" / "api.py")
+
+        assert 0 == out.returncode, out.stdout
+
+    def test_wrong_types_are_caught(self, tmp_path):
+        """Wrong return types and wrong arguments are reported by mypy."""
+        path = tmp_path / "wrong.py"
+        path.write_text(WRONG)
+
+        out = run_mypy(path)
+
+        assert 0 != out.returncode
+        assert 3 == out.stdout.count("error:"), out.stdout
