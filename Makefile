@@ -29,8 +29,8 @@ $(CORE_STAMP): pyproject.toml
 test: lint typecheck unit core-test
 
 lint: $(STAMP)
-	$(PY) -m ruff check .
-	$(PY) -m ruff format --check .
+	$(PY) -m ruff check --no-cache .
+	$(PY) -m ruff format --no-cache --check .
 
 typecheck: $(STAMP)
 	$(PY) -m mypy

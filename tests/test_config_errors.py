@@ -9,17 +9,22 @@ executor's, the clock's and the bus's are here.
 from __future__ import annotations
 
 import math
+from datetime import timedelta
 
 import pytest
-from _bad_inputs_limiters import BAD_INPUTS as LIMITERS
 
 from _bad_inputs_breaker import BAD_INPUTS as BREAKER
+from _bad_inputs_limiters import BAD_INPUTS as LIMITERS
 from _bad_inputs_retry import BAD_INPUTS as RETRY
 from stormwall import (
     AsyncResilientExecutor,
+    CircuitBreaker,
     ConfigError,
     MockClock,
     ResilientExecutor,
+    RetryPolicy,
+    SlidingWindow,
+    TokenBucket,
 )
 from stormwall.testing import EventRecorder
 
@@ -87,3 +92,55 @@ def test_bad_input_names_the_parameter(build, parameter):
     assert parameter == info.value.parameter
     assert isinstance(info.value, ValueError)
     assert str(info.value).startswith(f"{parameter}:")
+
+
+class TestTimedelta:
+    """A timedelta is a duration: accepted for durations, refused elsewhere."""
+
+    @pytest.mark.parametrize(
+        ("build", "parameter"),
+        [
+            pytest.param(
+                lambda: TokenBucket(timedelta(seconds=5), 1),
+                "capacity",
+                id="capacity",
+            ),
+            pytest.param(
+                lambda: TokenBucket(5, timedelta(seconds=1)),
+                "refill_rate",
+                id="refill_rate",
+            ),
+            pytest.param(
+                lambda: SlidingWindow(timedelta(seconds=1), 1),
+                "limit",
+                id="limit",
+            ),
+            pytest.param(
+                lambda: CircuitBreaker(failure_rate_threshold=timedelta(1)),
+                "failure_rate_threshold",
+                id="rate",
+            ),
+        ],
+    )
+    def test_refused_for_numbers(self, build, parameter):
+        """A timedelta where a plain number is meant is a ConfigError."""
+        with pytest.raises(ConfigError) as info:
+            build()
+
+        assert parameter == info.value.parameter
+
+    def test_accepted_for_durations(self):
+        """Durations take a timedelta and normalise it to seconds."""
+        window = SlidingWindow(5, timedelta(minutes=1))
+        breaker = CircuitBreaker(
+            failure_threshold=1,
+            recovery_timeout=timedelta(seconds=90),
+            clock=MockClock(),
+        )
+        policy = RetryPolicy(max_delay=timedelta(seconds=20))
+        with pytest.raises(ZeroDivisionError):
+            ResilientExecutor(circuit_breaker=breaker).run("k", lambda: 1 / 0)
+
+        assert 60.0 == window.window
+        assert 90.0 == breaker.retry_after
+        assert 20.0 == policy.max_delay

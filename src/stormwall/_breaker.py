@@ -514,7 +514,9 @@ def _config(
     threshold = _validate.optional_positive_int(
         "failure_threshold", failure_threshold
     )
-    recovery = _validate.positive("recovery_timeout", recovery_timeout)
+    recovery = _validate.positive(
+        "recovery_timeout", recovery_timeout, seconds=True
+    )
     failure_rate = (
         None
         if failure_rate_threshold is None
@@ -530,10 +532,10 @@ def _config(
         )
     )
     slow_duration = _validate.optional_positive(
-        "slow_call_duration", slow_call_duration
+        "slow_call_duration", slow_call_duration, seconds=True
     )
     max_recovery = _validate.optional_positive(
-        "max_recovery_timeout", max_recovery_timeout
+        "max_recovery_timeout", max_recovery_timeout, seconds=True
     )
     config = BreakerConfig(
         failure_threshold=threshold,
@@ -547,7 +549,7 @@ def _config(
         failure_rate_threshold=failure_rate,
         window_size=_validate.positive_int("window_size", window_size),
         window_duration=_validate.optional_positive(
-            "window_duration", window_duration
+            "window_duration", window_duration, seconds=True
         ),
         minimum_calls=_validate.positive_int("minimum_calls", minimum_calls),
         slow_call_duration=slow_duration,

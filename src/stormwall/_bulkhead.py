@@ -119,7 +119,9 @@ class Bulkhead(Component):
         self._max_wait = (
             None
             if max_wait is None
-            else _validate.non_negative("max_wait", max_wait, finite=False)
+            else _validate.non_negative(
+                "max_wait", max_wait, finite=False, seconds=True
+            )
         )
         self._lock = threading.Lock()
         self._queue: deque[_Slot] = deque()

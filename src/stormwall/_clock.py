@@ -137,7 +137,7 @@ class MockClock:
     """
 
     def __init__(self, start: float = 0.0, *, autojump: bool = True) -> None:
-        self._now = _validate.non_negative("start", start)
+        self._now = _validate.non_negative("start", start, seconds=True)
         if not isinstance(autojump, bool):
             raise ConfigError(
                 "autojump",
@@ -184,7 +184,9 @@ class MockClock:
         Raises:
             ConfigError: ``seconds`` is negative: time can't go backwards.
         """
-        seconds = _validate.non_negative("seconds", seconds, finite=True)
+        seconds = _validate.non_negative(
+            "seconds", seconds, finite=True, seconds=True
+        )
         with self._lock:
             target = self._now + seconds
         self._run_until(target)

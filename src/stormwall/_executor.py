@@ -114,7 +114,7 @@ class ExecutorBase:
         )
         self._timeout = self._check_timeout(timeout)
         self._limiter_timeout = _validate.optional_non_negative(
-            "limiter_timeout", limiter_timeout
+            "limiter_timeout", limiter_timeout, seconds=True
         )
         if fallback is not None and not callable(fallback):
             raise ConfigError(
@@ -135,7 +135,7 @@ class ExecutorBase:
         self._observed_generation = -1
 
     def _check_timeout(self, timeout: object) -> float | None:
-        return _validate.optional_positive("timeout", timeout)
+        return _validate.optional_positive("timeout", timeout, seconds=True)
 
     def _components(self) -> list[tuple[str, Component]]:
         found: list[tuple[str, Component]] = []

@@ -197,7 +197,9 @@ def _check_cost(cost: object, max_cost: float, what: str) -> float:
 def _check_timeout(timeout: object) -> float | None:
     if timeout is None:
         return None
-    return _validate.non_negative("timeout", timeout, finite=False)
+    return _validate.non_negative(
+        "timeout", timeout, finite=False, seconds=True
+    )
 
 
 class Limiter(Component):
@@ -369,7 +371,7 @@ class _KeyedLimiter(Limiter):
                 "per_key", f"expected a bool, got {type(per_key).__name__}"
             )
         max_keys = _validate.optional_positive_int("max_keys", max_keys)
-        ttl = _validate.optional_positive("ttl", ttl)
+        ttl = _validate.optional_positive("ttl", ttl, seconds=True)
         self._policy = policy
         self._max_cost = max_cost
         self._what = what
@@ -795,7 +797,7 @@ class SlidingWindow(_KeyedLimiter):
         bus: EventBus | None = None,
     ) -> None:
         limit = _validate.positive("limit", limit)
-        window = _validate.positive("window", window)
+        window = _validate.positive("window", window, seconds=True)
         _KeyedLimiter.__init__(
             self,
             "sliding_window",

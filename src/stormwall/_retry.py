@@ -225,8 +225,8 @@ class RetryPolicy:
             "max_attempts",
             _validate.positive_int("max_attempts", max_attempts),
         )
-        base = _validate.non_negative("base_delay", base_delay)
-        cap = _validate.positive("max_delay", max_delay)
+        base = _validate.non_negative("base_delay", base_delay, seconds=True)
+        cap = _validate.positive("max_delay", max_delay, seconds=True)
         if cap < base:
             raise ConfigError(
                 "max_delay",
@@ -276,7 +276,7 @@ class RetryPolicy:
         init(
             self,
             "deadline",
-            _validate.optional_positive("deadline", deadline),
+            _validate.optional_positive("deadline", deadline, seconds=True),
         )
         init(
             self,
@@ -537,7 +537,7 @@ class RetryBudget(Component):
         self._min_per_second = _validate.non_negative(
             "min_per_second", min_per_second
         )
-        self._ttl = _validate.positive("ttl", ttl)
+        self._ttl = _validate.positive("ttl", ttl, seconds=True)
         self._reserve = self._min_per_second * self._ttl
         if math.isinf(self._reserve):
             raise ConfigError(

@@ -3,7 +3,8 @@ Parameter checks shared by every public constructor.
 
 Each helper returns the normalised value or raises ``ConfigError`` naming the
 parameter. ``bool`` is refused where a number is expected: ``True`` as a
-capacity is always a mistake.
+capacity is always a mistake. A `datetime.timedelta` is accepted only for
+durations (``seconds=True``) and normalised to float seconds once, here.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-def _number(name: str, value: object) -> float:
+def _number(name: str, value: object, seconds: bool) -> float:
     if isinstance(value, timedelta):
+        if not seconds:
+            raise ConfigError(name, "expected a number, got timedelta")
         return value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(
@@ -34,9 +37,11 @@ def _number(name: str, value: object) -> float:
     return float(value)
 
 
-def positive(name: str, value: object, *, finite: bool = True) -> float:
+def positive(
+    name: str, value: object, *, finite: bool = True, seconds: bool = False
+) -> float:
     """A number > 0 (finite unless told otherwise)."""
-    v = _number(name, value)
+    v = _number(name, value, seconds)
     if v <= 0:
         raise ConfigError(name, f"must be > 0, got {value!r}")
     if finite and math.isinf(v):
@@ -44,9 +49,11 @@ def positive(name: str, value: object, *, finite: bool = True) -> float:
     return v
 
 
-def non_negative(name: str, value: object, *, finite: bool = True) -> float:
+def non_negative(
+    name: str, value: object, *, finite: bool = True, seconds: bool = False
+) -> float:
     """A number >= 0 (finite unless told otherwise)."""
-    v = _number(name, value)
+    v = _number(name, value, seconds)
     if v < 0:
         raise ConfigError(name, f"must be >= 0, got {value!r}")
     if finite and math.isinf(v):
@@ -54,19 +61,25 @@ def non_negative(name: str, value: object, *, finite: bool = True) -> float:
     return v
 
 
-def optional_non_negative(name: str, value: object) -> float | None:
+def optional_non_negative(
+    name: str, value: object, *, seconds: bool = False
+) -> float | None:
     """``None`` (no limit) or a finite number >= 0."""
-    return None if value is None else non_negative(name, value)
+    return (
+        None if value is None else non_negative(name, value, seconds=seconds)
+    )
 
 
-def optional_positive(name: str, value: object) -> float | None:
+def optional_positive(
+    name: str, value: object, *, seconds: bool = False
+) -> float | None:
     """``None`` or a finite number > 0."""
-    return None if value is None else positive(name, value)
+    return None if value is None else positive(name, value, seconds=seconds)
 
 
 def fraction(name: str, value: object) -> float:
     """A rate in (0, 1]."""
-    v = _number(name, value)
+    v = _number(name, value, seconds=False)
     if not 0 < v <= 1:
         raise ConfigError(name, f"must be in (0, 1], got {value!r}")
     return v
