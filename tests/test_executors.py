@@ -800,3 +800,76 @@ class TestConfiguration:
         ex.run("user:1", lambda: None)
 
         assert [("svc", "user:1")] == [(e.executor, e.key) for e in seen]
+
+
+class TestHalfOpenProbeSlots:
+    """A probe that ends in any way frees its slot: never stuck half-open."""
+
+    def tripped(self, harness, **kwargs):
+        clock = MockClock()
+        breaker = CircuitBreaker(
+            "b", failure_threshold=1, recovery_timeout=5, **kwargs
+        )
+        ex = harness.executor(circuit_breaker=breaker, clock=clock)
+        with pytest.raises(Boom):
+            harness.run(ex, "k", [Boom()])
+        clock.advance(5)
+        return ex, breaker, clock
+
+    def test_ignored_exception_frees_the_slot(self, harness):
+        """A probe raising an ignored exception frees its slot; the next
+        probe can close the breaker."""
+        ex, breaker, _ = self.tripped(harness, ignore_on=KeyError)
+
+        with pytest.raises(KeyError):
+            harness.run(ex, "k", [KeyError("ignored")])
+
+        assert CircuitState.HALF_OPEN == breaker.state
+        assert "ok" == harness.run(ex, "k", ["ok"])
+        assert CircuitState.CLOSED == breaker.state
+
+    def test_unrecorded_exception_counts_as_success(self, harness):
+        """A probe raising an exception outside record_on is a success."""
+        ex, breaker, _ = self.tripped(harness, record_on=Boom)
+
+        with pytest.raises(ValueError):
+            harness.run(ex, "k", [ValueError("not recorded")])
+
+        assert CircuitState.CLOSED == breaker.state
+
+    def test_interrupted_probe_frees_the_slot(self, harness):
+        """A probe interrupted by a BaseException frees its slot."""
+        ex, breaker, _ = self.tripped(harness)
+
+        with pytest.raises(KeyboardInterrupt):
+            harness.run(ex, "k", [KeyboardInterrupt()])
+
+        assert CircuitState.HALF_OPEN == breaker.state
+        assert "ok" == harness.run(ex, "k", ["ok"])
+
+    @pytest.mark.asyncio
+    async def test_timed_out_probe_reopens_and_frees(self):
+        """A probe that times out is a recorded failure: the breaker reopens,
+        and after the next open period a fresh probe may pass."""
+        clock = MockClock()
+        breaker = CircuitBreaker("b", failure_threshold=1, recovery_timeout=5)
+        ex = AsyncResilientExecutor(
+            "svc", circuit_breaker=breaker, timeout=1, clock=clock
+        )
+
+        async def slow():
+            await clock.sleep_async(60)
+
+        async def ok():
+            return "ok"
+
+        with pytest.raises(AttemptTimeoutError):
+            await ex.run("k", slow)
+        clock.advance(5)
+        with pytest.raises(AttemptTimeoutError):
+            await ex.run("k", slow)
+
+        assert CircuitState.OPEN == breaker.state
+        clock.advance(5)
+        assert "ok" == await ex.run("k", ok)
+        assert CircuitState.CLOSED == breaker.state
