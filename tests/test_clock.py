@@ -268,7 +268,7 @@ class TestMockClockManual:
         assert [] == woke
 
         await clock.advance_async(2)
-        assert [(1, 2.0), (2, 2.0)] == woke
+        assert [(1, 1.0), (2, 2.0)] == woke  # each ran at its own deadline
         await clock.advance_async(1)
         await asyncio.gather(*tasks)
 
@@ -287,6 +287,15 @@ class TestMockClockManual:
 
         assert [True] == result
         assert 0.0 == clock.now()
+
+    def test_cancelled_timers_are_compacted(self):
+        """Thousands of cancelled timers do not pile up in the heap."""
+        clock = MockClock(autojump=False)
+
+        for i in range(10_000):
+            call_at(clock, 1e6 + i, lambda: None)()
+
+        assert len(clock._timers) < 200
 
     @pytest.mark.asyncio
     async def test_async_waiter_cancelled_cleanly(self):
@@ -348,3 +357,32 @@ class TestMockClockValidation:
         clock.jump_to(7.5)
 
         assert 7.5 == clock.now()
+
+
+class TestWaiterNotifyRace:
+    def test_second_notify_while_waiting_does_not_block_the_loop(self):
+        """A waiter notified before its async wait, then notified again from
+        the same loop, never blocks the loop thread."""
+
+        async def main():
+            waiter = Waiter()
+            t = threading.Thread(target=waiter.notify)
+            t.start()
+            t.join()
+
+            async def again():
+                waiter.notify()
+                return "returned"
+
+            other = asyncio.get_running_loop().create_task(again())
+            assert await waiter.wait_async(MonotonicClock(), None) is True
+            return await other
+
+        runner = threading.Thread(
+            target=lambda: results.append(asyncio.run(main())), daemon=True
+        )
+        results = []
+        runner.start()
+        runner.join(WATCHDOG)
+
+        assert ["returned"] == results

@@ -28,6 +28,7 @@ from stormwall.events import (
     AttemptStarted,
     BreakerRejected,
     BreakerStateChanged,
+    BulkheadAcquired,
     CallEnded,
     CallStarted,
     ExecutorObserved,
@@ -193,11 +194,13 @@ class TestCanonicalScenarios:
             AttemptStarted,
             AttemptEnded,
             BreakerStateChanged,
+            BreakerRejected,
             CallEnded,
         ] == types(ex)
         ex.recorder.assert_emitted(
             BreakerStateChanged, from_state="closed", to_state="open"
         )
+        assert 1 == breaker.statistics().rejected
         ex.recorder.assert_emitted(CallEnded, outcome="failure", attempts=2)
         assert 2 == harness.calls
 
@@ -873,3 +876,169 @@ class TestHalfOpenProbeSlots:
         clock.advance(5)
         assert "ok" == await ex.run("k", ok)
         assert CircuitState.CLOSED == breaker.state
+
+
+class TestHooksAndInterrupts:
+    """User hooks that raise, and interrupts inside event handlers, never
+    leak a permit or leave a call without its CallEnded."""
+
+    def test_raising_result_predicate_frees_the_probe(self, harness):
+        """A raising retry_on_result frees the half-open probe slot and ends
+        the call."""
+        clock = MockClock()
+        breaker = CircuitBreaker("b", failure_threshold=1, recovery_timeout=5)
+        calls = []
+
+        def judge(result):
+            calls.append(result)
+            if len(calls) == 1:
+                raise RuntimeError("predicate bug")
+            return False
+
+        ex = harness.executor(
+            circuit_breaker=breaker,
+            retry_policy=policy(retry_on=KeyError, retry_on_result=judge),
+            clock=clock,
+        )
+        with pytest.raises(Boom):
+            harness.run(ex, "k", [Boom()])
+        clock.advance(5)
+
+        with pytest.raises(RuntimeError, match="predicate bug"):
+            harness.run(ex, "k", ["probe"])
+
+        assert 0 == breaker.statistics().half_open_in_flight
+        assert "ok" == harness.run(ex, "k", ["ok"])  # not stuck half-open
+        assert [CallStarted, CallEnded] * 3 == [
+            t for t in types(ex) if t in (CallStarted, CallEnded)
+        ]
+
+    @pytest.mark.parametrize(
+        "hook",
+        [
+            pytest.param(
+                lambda: {
+                    "retry_policy": RetryPolicy(retry_on=lambda e: 1 / 0)
+                },
+                id="retry_on",
+            ),
+            pytest.param(
+                lambda: {
+                    "retry_policy": RetryPolicy(retry_after=lambda e: "soon")
+                },
+                id="retry_after",
+            ),
+            pytest.param(
+                lambda: {
+                    "circuit_breaker": CircuitBreaker(
+                        record_on=lambda e: 1 / 0
+                    )
+                },
+                id="record_on",
+            ),
+        ],
+    )
+    def test_raising_hook_still_ends_the_call(self, harness, hook):
+        """A raising user hook surfaces, chained to the failure it judged,
+        and the call still ends (no span left open)."""
+        ex = harness.executor(clock=MockClock(), **hook())
+        original = Boom("upstream")
+
+        with pytest.raises(Exception) as info:
+            harness.run(ex, "k", [original, "unreached"])
+
+        assert original is info.value.__context__
+        ended = ex.recorder.assert_emitted(CallEnded, outcome="failure")
+        assert info.value is ended.error
+        assert len(ex.recorder.of_type(AttemptStarted)) == len(
+            ex.recorder.of_type(AttemptEnded)
+        )
+
+    @pytest.mark.parametrize("event_type", [AttemptStarted, BulkheadAcquired])
+    def test_interrupt_in_a_handler_frees_the_bulkhead(
+        self, harness, event_type
+    ):
+        """A KeyboardInterrupt raised inside a handler (the bus isolates only
+        Exceptions) does not leak the bulkhead slot."""
+        bus = EventBus()
+        bulkhead = Bulkhead(1, name="bh")
+
+        def interrupt(event):
+            raise KeyboardInterrupt
+
+        sub = bus.subscribe(interrupt, event_type)
+        ex = harness.executor(bulkhead=bulkhead, bus=bus, clock=MockClock())
+
+        with pytest.raises(KeyboardInterrupt):
+            harness.run(ex, "k", ["unreached"])
+        sub.close()
+
+        assert 0 == bulkhead.statistics().in_flight
+        assert "ok" == harness.run(ex, "k", ["ok"])
+
+    def test_key_checked_with_or_without_listeners(self, harness):
+        """A key that is not a str is refused whether or not anybody
+        listens."""
+        ex = harness.executor(clock=MockClock())
+        ex.recorder.close()
+
+        with pytest.raises(ConfigError, match="key"):
+            harness.run_fn(ex, 42, lambda: 1, None)
+
+
+class TestAsyncMisuse:
+    @pytest.mark.asyncio
+    async def test_sync_function_is_a_usage_error(self):
+        """A plain function given to the async executor runs once, is not
+        retried and is not a breaker failure."""
+        breaker = CircuitBreaker("b", failure_threshold=1)
+        ex = AsyncResilientExecutor(
+            "svc",
+            circuit_breaker=breaker,
+            retry_policy=policy(),
+            clock=MockClock(),
+        )
+        calls = []
+
+        def charge():
+            calls.append(1)
+            return "charged"
+
+        with pytest.raises(TypeError, match="not an awaitable"):
+            await ex.run("k", charge)
+
+        assert [1] == calls
+        assert CircuitState.CLOSED == breaker.state
+
+    @pytest.mark.asyncio
+    async def test_no_stray_cancellation_after_a_late_timeout(self):
+        """A timeout that fires while the attempt is finishing leaves no
+        pending cancellation on the caller's task."""
+        clock = MockClock()
+        ex = AsyncResilientExecutor("svc", timeout=1.0, clock=clock)
+
+        async def blocking():
+            clock.sleep(5)  # sync sleep: the timeout cannot interrupt it
+            return "done"
+
+        assert "done" == await ex.run("k", blocking)
+        await asyncio.sleep(0)  # would raise CancelledError if one leaked
+
+        assert 0 == asyncio.current_task().cancelling()
+
+    @pytest.mark.asyncio
+    async def test_work_finishing_before_the_timeout_wins(self):
+        """With manual time, work due at 0.5 s beats a 1 s timeout when time
+        advances past both at once."""
+        clock = MockClock(autojump=False)
+        ex = AsyncResilientExecutor("svc", timeout=1.0, clock=clock)
+
+        async def work():
+            await clock.sleep_async(0.5)
+            return "done"
+
+        task = asyncio.create_task(ex.run("k", work))
+        await asyncio.sleep(0)
+        await clock.advance_async(1.0)
+
+        assert "done" == await task

@@ -10,15 +10,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import types
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from ._clock import MonotonicClock, call_at
-from ._errors import (
-    AttemptTimeoutError,
-    CircuitOpenError,
-    RejectedError,
-)
-from ._executor import ExecutorBase, chain, failure_outcome
+from ._errors import AttemptTimeoutError, CircuitOpenError, RejectedError
+from ._executor import ExecutorBase, _outcome, chain, failure_outcome
 from ._sync import _key_function
 
 
@@ -91,7 +88,9 @@ class AsyncResilientExecutor(ExecutorBase):
             kwargs: Its keyword arguments.
 
         Returns:
-            What ``fn`` returned (or the fallback's value).
+            What ``fn`` returned (or the fallback's value). When retries on
+            a result rejected by ``retry_on_result`` run out, that last
+            result is returned as is: the fallback replaces exceptions only.
 
         Raises:
             CircuitOpenError: the breaker is open (chained to the last
@@ -153,36 +152,35 @@ class AsyncResilientExecutor(ExecutorBase):
 
                 # -- the call
                 attempt += 1
-                if ctx is not None:
-                    self._attempt_started(ctx, attempt)
                 t0 = clock.now()
                 try:
+                    if ctx is not None:
+                        self._attempt_started(ctx, attempt, t0)
+                    awaitable = fn(*args, **kwargs)
+                    if type(awaitable) is not _Coroutine and (
+                        not inspect.isawaitable(awaitable)
+                    ):
+                        raise _NotAwaitableError(fn, awaitable)  # noqa: TRY301
                     if timeout is None:
-                        result = await fn(*args, **kwargs)
+                        result = await awaitable
                     else:
                         async with _Timeout(clock, timeout):
-                            result = await fn(*args, **kwargs)
+                            result = await awaitable
                 except BaseException as exc:
                     duration = clock.now() - t0
                     if bulkhead is not None:
                         bulkhead._release(ctx)
-                    if not isinstance(exc, Exception):
+                    if not isinstance(exc, Exception) or isinstance(
+                        exc, _NotAwaitableError
+                    ):
+                        # Interrupted, not failed (or misused): free the
+                        # probe slot, record nothing; the outer handler
+                        # reports it.
                         if breaker is not None:
                             breaker._release(permit)
-                        if ctx is not None:
-                            self._attempt_ended(
-                                ctx, "cancelled", duration, exc
-                            )
                         raise
                     if ctx is not None:
-                        self._attempt_ended(
-                            ctx,
-                            "timeout"
-                            if isinstance(exc, AttemptTimeoutError)
-                            else "failure",
-                            duration,
-                            exc,
-                        )
+                        self._attempt_ended(ctx, _outcome(exc), duration, exc)
                     if breaker is not None:
                         breaker._on_failure(permit, exc, duration, ctx)
                     error, rejected_result = exc, None
@@ -191,7 +189,15 @@ class AsyncResilientExecutor(ExecutorBase):
                     if bulkhead is not None:
                         bulkhead._release(ctx)
                     policy = self._policy
-                    if policy is None or not policy._retries_result(result):
+                    try:
+                        retry = policy is not None and policy._retries_result(
+                            result
+                        )
+                    except BaseException:
+                        if breaker is not None:
+                            breaker._release(permit)
+                        raise
+                    if not retry:
                         if ctx is not None:
                             self._attempt_ended(ctx, "success", duration, None)
                         if breaker is not None:
@@ -217,6 +223,11 @@ class AsyncResilientExecutor(ExecutorBase):
                         "T",
                         await self._give_up(ctx, exc, error, attempt, started),
                     )
+                except Exception as exc:
+                    # A user hook (retry_on, retry_after) raised: surface its
+                    # bug, with the failure it was judging as context.
+                    chain(exc, error, context=True)
+                    raise
                 if delay is None:
                     if error is None:
                         # Retries on a result ran out: the caller gets the
@@ -235,8 +246,8 @@ class AsyncResilientExecutor(ExecutorBase):
                 await clock.sleep_async(delay)
                 previous = delay
         except BaseException as exc:
-            if ctx is not None and not isinstance(exc, Exception):
-                self._call_ended(ctx, "cancelled", attempt, started, exc)
+            if ctx is not None:
+                self._abandon(ctx, exc, attempt, started)
             raise
 
     async def _give_up(
@@ -301,6 +312,25 @@ class AsyncResilientExecutor(ExecutorBase):
         return decorate
 
 
+_Coroutine = types.CoroutineType
+
+
+class _NotAwaitableError(TypeError):
+    """
+    A sync function given to the async executor.
+
+    A usage error: never retried, never recorded as an upstream failure.
+    """
+
+    def __init__(self, fn: object, value: object) -> None:
+        name = getattr(fn, "__qualname__", repr(fn))
+        super().__init__(
+            f"{name} returned {type(value).__name__}, not an awaitable: "
+            "AsyncResilientExecutor runs coroutine functions; use "
+            "ResilientExecutor for synchronous code"
+        )
+
+
 class _Timeout:
     """
     Cancel the current task at a deadline on the pipeline's clock.
@@ -308,15 +338,30 @@ class _Timeout:
     Like `asyncio.timeout`, but the deadline is kept by the clock, so under
     `MockClock` it fires in virtual time; with the real clock it is
     `asyncio.timeout` itself.
+
+    The cancellation is only ever requested on the task's own loop and only
+    while the attempt is still inside the block, and a cancellation that was
+    requested but not delivered before the block ended is consumed here, so
+    no stray `CancelledError` reaches the caller's next ``await``.
     """
 
-    __slots__ = ("_cancel", "_clock", "_expired", "_seconds", "_task")
+    __slots__ = (
+        "_cancel",
+        "_clock",
+        "_exited",
+        "_expired",
+        "_loop",
+        "_seconds",
+        "_task",
+    )
 
     def __init__(self, clock: Clock, seconds: float) -> None:
         self._clock = clock
         self._seconds = seconds
         self._expired = False
+        self._exited = False
         self._task: asyncio.Task[Any] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._cancel: Any = None
 
     async def __aenter__(self) -> None:
@@ -325,24 +370,29 @@ class _Timeout:
             await self._cancel.__aenter__()
             return
         self._task = asyncio.current_task()
+        self._loop = asyncio.get_running_loop()
         self._cancel = call_at(
             self._clock, self._clock.now() + self._seconds, self._expire
         )
 
     def _expire(self) -> None:
-        task = self._task
-        if task is None or task.done():
-            return
-        self._expired = True
-        loop = task.get_loop()
+        """The deadline passed (called from whoever moved the clock)."""
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
-        if running is loop:
-            task.cancel()
-        else:
-            loop.call_soon_threadsafe(task.cancel)
+        if running is self._loop:
+            self._fire()
+        elif self._loop is not None:
+            self._loop.call_soon_threadsafe(self._fire)
+
+    def _fire(self) -> None:
+        """On the task's loop: cancel the attempt, unless it is over."""
+        task = self._task
+        if self._exited or task is None or task.done():
+            return
+        self._expired = True
+        task.cancel()
 
     async def __aexit__(
         self,
@@ -356,15 +406,26 @@ class _Timeout:
             except TimeoutError as timeout:
                 raise AttemptTimeoutError(self._seconds) from timeout
             return
+        self._exited = True
         self._cancel()
-        if (
-            self._expired
-            and self._task is not None
-            and self._task.uncancel() == 0
-            and exc_type is not None
-            and issubclass(exc_type, asyncio.CancelledError)
+        task = self._task
+        if not self._expired or task is None:
+            return
+        others = task.uncancel()
+        if exc_type is not None and issubclass(
+            exc_type, asyncio.CancelledError
         ):
-            raise AttemptTimeoutError(self._seconds) from exc
+            if others == 0:
+                raise AttemptTimeoutError(self._seconds) from exc
+            return  # cancelled from outside as well: let it propagate
+        # The attempt ended without seeing our cancellation (it finished
+        # first, or swallowed it): consume a still-pending one here.
+        try:
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            # Someone else cancelled too (before or meanwhile): theirs wins.
+            if others > 0 or task.cancelling() > others:
+                raise
 
 
 __all__ = ["AsyncResilientExecutor"]

@@ -406,7 +406,14 @@ class CircuitBreaker(Component):
                 state = rec.state
                 retry_after = self._core.retry_after(now)
         if change is not None:
-            self._announce(change, ctx)
+            try:
+                self._announce(change, ctx)
+            except BaseException:
+                # An interrupt inside a handler: the caller never gets the
+                # permit, so free its probe slot here.
+                if granted is not None:
+                    self._release(granted)
+                raise
         if granted is not None:
             return granted
         self._report(

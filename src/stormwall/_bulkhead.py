@@ -325,13 +325,19 @@ class Bulkhead(Component):
         )
         if entered:
             if bus._subs:
-                self._report(
-                    ctx,
-                    BulkheadAcquired,
-                    bulkhead=self._name,
-                    in_flight=in_flight,
-                    waited=waited,
-                )
+                try:
+                    self._report(
+                        ctx,
+                        BulkheadAcquired,
+                        bulkhead=self._name,
+                        in_flight=in_flight,
+                        waited=waited,
+                    )
+                except BaseException:
+                    # An interrupt inside a handler: the caller never learns
+                    # it holds the slot, so give it back here.
+                    self._release(ctx)
+                    raise
             return
         if bus._subs:
             self._report(

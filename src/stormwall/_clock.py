@@ -192,10 +192,34 @@ class MockClock:
         self._run_until(target)
 
     async def advance_async(self, seconds: float) -> None:
-        """`advance`, then let woken tasks on this loop run."""
-        self.advance(seconds)
-        for _ in range(3):
+        """
+        `advance` for asyncio tests: wake sleepers one deadline at a time.
+
+        After each deadline the woken tasks run (the loop is yielded to)
+        before time moves on, so a task whose work finishes at 0.5 s beats a
+        timeout due at 1 s. The sync `advance` cannot yield to a loop: from
+        a coroutine, prefer this.
+        """
+        seconds = _validate.non_negative("seconds", seconds, seconds=True)
+        target = self._now + seconds
+        while True:
+            with self._lock:
+                nxt = self._next_deadline()
+            if nxt is None or nxt > target:
+                break
+            self._run_until(nxt)
+            for _ in range(_YIELDS):
+                await asyncio.sleep(0)
+        self._run_until(target)
+        for _ in range(_YIELDS):
             await asyncio.sleep(0)
+
+    def _next_deadline(self) -> float | None:
+        """The earliest live timer's deadline (call with the lock held)."""
+        timers = self._timers
+        while timers and timers[0].cancelled:
+            heapq.heappop(timers)
+        return timers[0].deadline if timers else None
 
     def jump_to(self, when: float) -> None:
         """Advance to the absolute virtual time ``when`` (not backwards)."""
@@ -211,8 +235,16 @@ class MockClock:
         self, deadline: float, callback: Callable[[], None]
     ) -> _Timer:
         with self._lock:
+            timers = self._timers
+            if len(timers) > _COMPACT_AT:
+                # Cancelled timers stay in the heap until they surface; drop
+                # them in bulk now and then so long tests keep flat memory.
+                live = [t for t in timers if not t.cancelled]
+                if len(live) < len(timers) // 2:
+                    heapq.heapify(live)
+                    self._timers = timers = live
             timer = _Timer(deadline, next(self._seq), callback)
-            heapq.heappush(self._timers, timer)
+            heapq.heappush(timers, timer)
             return timer
 
     def _run_until(
@@ -335,13 +367,16 @@ class Waiter:
     def _wait_mock(self, clock: MockClock, deadline: float | None) -> bool:
         if deadline is not None and clock.autojump:
             # Jump: fire every timer due until our deadline (one of them may
-            # notify us, or cancel our task), stopping early if one did.
+            # notify us, or cancel our task), stopping early if one did. Only
+            # a cancellation requested during this jump counts: an old one
+            # that the task swallowed must not freeze virtual time.
             task = _current_task()
+            before = 0 if task is None else task.cancelling()
             clock._run_until(
                 deadline,
                 lambda: (
                     self.notified
-                    or (task is not None and task.cancelling() > 0)
+                    or (task is not None and task.cancelling() > before)
                 ),
             )
             return self.notified
@@ -402,10 +437,14 @@ class Waiter:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         with self._lock:
-            if self.notified:
-                await asyncio.sleep(0)
-                return True
-            self._fut, self._loop = fut, loop
+            already = self.notified
+            if not already:
+                self._fut, self._loop = fut, loop
+        if already:
+            # Never hold the lock across an await: a notify() from this very
+            # loop would block the loop thread for good.
+            await asyncio.sleep(0)
+            return True
         cancel = None
         if deadline is not None:
             cancel = call_at(clock, deadline, self._fire, loop)
@@ -419,6 +458,13 @@ class Waiter:
                 self._fut = self._loop = None
         return self.notified
 
+
+# Loop iterations `advance_async` yields after waking tasks: enough for a
+# woken task to resume and reach its next await through a few layers.
+_YIELDS = 5
+
+# Heap size above which `_schedule` considers dropping cancelled timers.
+_COMPACT_AT = 64
 
 # How long `MockClock.advance` waits, in real seconds, for a woken thread to
 # resume before it wakes the next one. Resuming takes microseconds; the bound

@@ -36,7 +36,15 @@ if TYPE_CHECKING:
 class CallContext:
     """Who is calling: the identity stamped on events inside a call."""
 
-    __slots__ = ("attempt", "bus", "call_id", "executor", "key")
+    __slots__ = (
+        "attempt",
+        "attempt_at",
+        "bus",
+        "call_id",
+        "ended",
+        "executor",
+        "key",
+    )
 
     def __init__(
         self,
@@ -51,6 +59,11 @@ class CallContext:
         self.call_id = call_id
         self.bus = bus
         self.attempt = attempt
+        # When the open attempt started (None between attempts), and whether
+        # CallEnded went out: what the executor must close if an exception
+        # escapes.
+        self.attempt_at: float | None = None
+        self.ended = False
 
 
 def check_clock(param: str, clock: object) -> Clock | None:

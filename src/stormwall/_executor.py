@@ -32,7 +32,7 @@ from ._bulkhead import Bulkhead
 from ._bus import EventBus, default_bus
 from ._clock import DEFAULT_CLOCK, Clock
 from ._component import CallContext, Component, check_bus, check_clock
-from ._errors import CircuitOpenError, ConfigError
+from ._errors import AttemptTimeoutError, ConfigError
 from ._events import (
     AttemptEnded,
     AttemptStarted,
@@ -225,15 +225,15 @@ class ExecutorBase:
         """
         Start a call's telemetry: a context when anybody listens, else None.
         """
+        if type(key) is not str and not isinstance(key, str):
+            raise ConfigError(
+                "key", f"expected a str, got {type(key).__name__}"
+            )
         for bus in self._buses:
             if bus._subs:
                 break
         else:
             return None
-        if not isinstance(key, str):
-            raise ConfigError(
-                "key", f"expected a str, got {type(key).__name__}"
-            )
         ctx = CallContext(self._name, key, next(_call_ids), self._bus)
         bus = self._bus
         if bus._subs:
@@ -272,12 +272,15 @@ class ExecutorBase:
             )
         )
 
-    def _attempt_started(self, ctx: CallContext, attempt: int) -> None:
+    def _attempt_started(
+        self, ctx: CallContext, attempt: int, now: float
+    ) -> None:
         ctx.attempt = attempt
+        ctx.attempt_at = now
         if self._bus.wants(AttemptStarted):
             self._bus.emit(
                 AttemptStarted(
-                    time=self._clock.now(),
+                    time=now,
                     executor=self._name,
                     key=ctx.key,
                     call_id=ctx.call_id,
@@ -292,6 +295,7 @@ class ExecutorBase:
         duration: float,
         error: BaseException | None,
     ) -> None:
+        ctx.attempt_at = None
         if self._bus.wants(AttemptEnded):
             self._bus.emit(
                 AttemptEnded(
@@ -314,6 +318,7 @@ class ExecutorBase:
         started: float,
         error: BaseException | None,
     ) -> None:
+        ctx.ended = True
         if self._bus.wants(CallEnded):
             now = self._clock.now()
             self._bus.emit(
@@ -327,6 +332,32 @@ class ExecutorBase:
                     duration=now - started,
                     error=error,
                 )
+            )
+
+    def _abandon(
+        self,
+        ctx: CallContext,
+        error: BaseException,
+        attempts: int,
+        started: float,
+    ) -> None:
+        """
+        Close what an escaping exception left open: the attempt, the call.
+
+        Every CallStarted gets one CallEnded and every AttemptStarted one
+        AttemptEnded, whatever escapes (cancellation, an interrupt, a raising
+        user hook), so exporters never leak an open span.
+        """
+        if ctx.attempt_at is not None:
+            self._attempt_ended(
+                ctx,
+                _outcome(error),
+                self._clock.now() - ctx.attempt_at,
+                error,
+            )
+        if not ctx.ended:
+            self._call_ended(
+                ctx, failure_outcome(error, attempts), attempts, started, error
             )
 
     # -- decisions ------------------------------------------------------------
@@ -357,9 +388,9 @@ class ExecutorBase:
             return None
         breaker = self._breaker
         if breaker is not None and breaker._rejecting():
-            raise CircuitOpenError(
-                breaker.name, breaker.retry_after, breaker.state.value
-            )
+            # Retrying into an open breaker is pointless: ask it now, so the
+            # refusal is reported (BreakerRejected, counted) like any other.
+            breaker._release(breaker._admit(ctx))
         delay: float = policy._backoff(
             attempt, result if error is None else error, previous
         )
@@ -423,10 +454,32 @@ def _optional(param: str, value: object, cls: type[Any], what: str) -> Any:
     return _validate.instance_of(param, value, cls, what)
 
 
-def chain(rejection: BaseException, failure: BaseException | None) -> None:
-    """Make the last real failure the ``__cause__`` of a later rejection."""
-    if failure is not None and rejection.__cause__ is None:
-        rejection.__cause__ = failure
+def chain(
+    later: BaseException,
+    failure: BaseException | None,
+    *,
+    context: bool = False,
+) -> None:
+    """
+    Link the last real failure to a later exception.
+
+    As its ``__cause__`` (a rejection because of it), or with
+    ``context=True`` as its ``__context__`` (raised while judging it).
+    """
+    if failure is None or failure is later:
+        return
+    if context:
+        if later.__context__ is None:
+            later.__context__ = failure
+    elif later.__cause__ is None:
+        later.__cause__ = failure
+
+
+def _outcome(error: BaseException) -> str:
+    """`AttemptEnded.outcome` for an attempt that raised ``error``."""
+    if not isinstance(error, Exception):
+        return "cancelled"
+    return "timeout" if isinstance(error, AttemptTimeoutError) else "failure"
 
 
 def failure_outcome(error: BaseException, attempts: int) -> str:
@@ -436,4 +489,4 @@ def failure_outcome(error: BaseException, attempts: int) -> str:
     return "failure" if attempts else "rejected"
 
 
-__all__ = ["ExecutorBase", "chain", "failure_outcome"]
+__all__ = ["ExecutorBase", "_outcome", "chain", "failure_outcome"]

@@ -10,13 +10,8 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
-from ._errors import (
-    AttemptTimeoutError,
-    CircuitOpenError,
-    ConfigError,
-    RejectedError,
-)
-from ._executor import ExecutorBase, chain, failure_outcome
+from ._errors import CircuitOpenError, ConfigError, RejectedError
+from ._executor import ExecutorBase, _outcome, chain, failure_outcome
 
 
 if TYPE_CHECKING:
@@ -94,7 +89,9 @@ class ResilientExecutor(ExecutorBase):
             kwargs: Its keyword arguments.
 
         Returns:
-            What ``fn`` returned (or the fallback's value).
+            What ``fn`` returned (or the fallback's value). When retries on
+            a result rejected by ``retry_on_result`` run out, that last
+            result is returned as is: the fallback replaces exceptions only.
 
         Raises:
             CircuitOpenError: the breaker is open (chained to the last
@@ -148,32 +145,23 @@ class ResilientExecutor(ExecutorBase):
 
                 # -- the call
                 attempt += 1
-                if ctx is not None:
-                    self._attempt_started(ctx, attempt)
                 t0 = clock.now()
                 try:
+                    if ctx is not None:
+                        self._attempt_started(ctx, attempt, t0)
                     result = fn(*args, **kwargs)
                 except BaseException as exc:
                     duration = clock.now() - t0
                     if bulkhead is not None:
                         bulkhead._release(ctx)
                     if not isinstance(exc, Exception):
+                        # Interrupted, not failed: free the probe slot,
+                        # record nothing; the outer handler reports it.
                         if breaker is not None:
                             breaker._release(permit)
-                        if ctx is not None:
-                            self._attempt_ended(
-                                ctx, "cancelled", duration, exc
-                            )
                         raise
                     if ctx is not None:
-                        self._attempt_ended(
-                            ctx,
-                            "timeout"
-                            if isinstance(exc, AttemptTimeoutError)
-                            else "failure",
-                            duration,
-                            exc,
-                        )
+                        self._attempt_ended(ctx, _outcome(exc), duration, exc)
                     if breaker is not None:
                         breaker._on_failure(permit, exc, duration, ctx)
                     error, rejected_result = exc, None
@@ -182,7 +170,15 @@ class ResilientExecutor(ExecutorBase):
                     if bulkhead is not None:
                         bulkhead._release(ctx)
                     policy = self._policy
-                    if policy is None or not policy._retries_result(result):
+                    try:
+                        retry = policy is not None and policy._retries_result(
+                            result
+                        )
+                    except BaseException:
+                        if breaker is not None:
+                            breaker._release(permit)
+                        raise
+                    if not retry:
                         if ctx is not None:
                             self._attempt_ended(ctx, "success", duration, None)
                         if breaker is not None:
@@ -207,6 +203,11 @@ class ResilientExecutor(ExecutorBase):
                     return cast(
                         "T", self._give_up(ctx, exc, error, attempt, started)
                     )
+                except Exception as exc:
+                    # A user hook (retry_on, retry_after) raised: surface its
+                    # bug, with the failure it was judging as context.
+                    chain(exc, error, context=True)
+                    raise
                 if delay is None:
                     if error is None:
                         # Retries on a result ran out: the caller gets the
@@ -222,8 +223,8 @@ class ResilientExecutor(ExecutorBase):
                 clock.sleep(delay)
                 previous = delay
         except BaseException as exc:
-            if ctx is not None and not isinstance(exc, Exception):
-                self._call_ended(ctx, "cancelled", attempt, started, exc)
+            if ctx is not None:
+                self._abandon(ctx, exc, attempt, started)
             raise
 
     def _give_up(
