@@ -200,6 +200,29 @@ class TestIsolation:
         assert 2 == len(caplog.records)
         assert 6 == bus.statistics().handler_errors
 
+    def test_broken_logging_does_not_break_the_report(self):
+        """When the stormwall logger itself raises, emit still returns."""
+
+        class Broken(logging.Handler):
+            def emit(self, record):
+                raise RuntimeError("logging down")
+
+        stormwall_logger = logging.getLogger("stormwall")
+        broken = Broken()
+        old_raise, logging.raiseExceptions = logging.raiseExceptions, True
+        stormwall_logger.addHandler(broken)
+        try:
+            bus = EventBus()
+            bus.subscribe(lambda e: 1 / 0)
+            bus.subscribe(lambda e: {}["x"])
+
+            bus.emit(started())
+        finally:
+            stormwall_logger.removeHandler(broken)
+            logging.raiseExceptions = old_raise
+
+        assert 2 == bus.statistics().handler_errors
+
 
 class TestConcurrency:
     def test_emit_while_subscribing_from_threads(self):

@@ -21,6 +21,7 @@ Design notes:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from dataclasses import dataclass
@@ -213,13 +214,17 @@ class EventBus:
             first = id(handler) not in self._reported
             self._reported.add(id(handler))
         if first:
-            logger.error(
-                "stormwall event handler %r raised on %s; the call goes on "
-                "(further errors of this handler are counted, not logged)",
-                handler,
-                event.name,
-                exc_info=exc,
-            )
+            # The report itself must not break the call either: a user's
+            # logging handler may be the very thing that is broken.
+            with contextlib.suppress(Exception):
+                logger.error(
+                    "stormwall event handler %r raised on %s; the call goes "
+                    "on (further errors of this handler are counted, not "
+                    "logged)",
+                    handler,
+                    event.name,
+                    exc_info=exc,
+                )
 
     def statistics(self) -> BusStatistics:
         """A snapshot of subscriptions and isolated handler errors."""
