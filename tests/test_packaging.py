@@ -127,3 +127,30 @@ class TestDependencies:
                     offenders.append(f"{path.relative_to(SRC)}: {needle}")
 
         assert [] == offenders
+
+
+class TestTypingModule:
+    def test_protocols_are_public(self):
+        """stormwall.typing exposes the extension-point protocols."""
+        import stormwall.typing as t
+
+        assert {"Clock", "Exporter", "Handler", "RandomSource"} == set(
+            t.__all__
+        )
+
+    def test_a_users_clock_satisfies_clock(self):
+        """Any object with now/sleep/sleep_async is a Clock."""
+        import stormwall.typing as t
+
+        class Frozen:
+            def now(self):
+                return 0.0
+
+            def sleep(self, seconds):
+                return None
+
+            async def sleep_async(self, seconds):
+                return None
+
+        assert isinstance(Frozen(), t.Clock)
+        assert not isinstance(object(), t.Clock)

@@ -31,6 +31,7 @@ from ._limiters import (
     SlidingWindow,
     TokenBucket,
 )
+from ._observe import Observation, observe
 from ._retry import RetryBudget, RetryBudgetStatistics, RetryPolicy
 from ._sync import ResilientExecutor
 from ._version import __version__
@@ -56,6 +57,7 @@ __all__ = [
     "LimiterStatistics",
     "MockClock",
     "MonotonicClock",
+    "Observation",
     "RateLimitedError",
     "RejectedError",
     "ResilientExecutor",
@@ -68,4 +70,5 @@ __all__ = [
     "TokenBucket",
     "__version__",
     "default_bus",
+    "observe",
 ]

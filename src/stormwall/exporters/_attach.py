@@ -1,0 +1,104 @@
+"""
+How every exporter subscribes: once per bus, to the types it handles.
+
+Standard library only. Shared by the OpenTelemetry, Prometheus, structlog and
+logging exporters so they agree on two rules:
+
+- attaching an exporter twice to the same bus returns the first subscription
+  (each event is counted or logged once);
+- an exporter subscribes only to the event types it uses, so executors do not
+  even build the others; and one that uses none subscribes to a type that is
+  never emitted, never to "everything".
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Final
+
+from .. import events
+from .._bus import EventBus, default_bus
+from .._errors import ConfigError
+
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from .._bus import Subscription
+
+
+EVENT_TYPES: Final[tuple[type[events.Event], ...]] = tuple(
+    cls
+    for cls in (getattr(events, name) for name in events.__all__)
+    if isinstance(cls, type) and cls is not events.Event
+)
+"""Every concrete event type of `stormwall.events`."""
+
+
+def target_bus(bus: object) -> EventBus:
+    """``bus``, or `stormwall.default_bus` for ``None``."""
+    if bus is None:
+        return default_bus
+    if not isinstance(bus, EventBus):
+        raise ConfigError(
+            "bus", f"expected an EventBus, got {type(bus).__name__}"
+        )
+    return bus
+
+
+def logged_types(
+    levels: Mapping[str, int | None],
+) -> tuple[type[events.Event], ...]:
+    """
+    The event types that may produce a log line at ``levels``.
+
+    Subscribing to these only means the executors do not even build the
+    events nobody logs (call and attempt starts, limiter grants, ...).
+    """
+    wanted = []
+    for cls in EVENT_TYPES:
+        prefix = cls.name + ":"
+        if any(
+            level is not None and (name == cls.name or name.startswith(prefix))
+            for name, level in levels.items()
+        ):
+            wanted.append(cls)
+    return tuple(wanted)
+
+
+class _Never(events.Event):
+    """Never emitted: what an exporter that wants no event subscribes to."""
+
+    __slots__ = ()
+
+
+class Attachments:
+    """An exporter's subscriptions: at most one per bus."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._subs: list[Subscription] = []
+
+    def attach(
+        self,
+        bus: object,
+        handler: Callable[[events.Event], object],
+        types: tuple[type[events.Event], ...],
+    ) -> Subscription:
+        """Subscribe ``handler`` to ``types`` on ``bus``, once per bus."""
+        target = target_bus(bus)
+        with self._lock:
+            self._subs = [s for s in self._subs if s.active]
+            for sub in self._subs:
+                if sub._bus is target:
+                    return sub
+            sub = target.subscribe(handler, *(types or (_Never,)))
+            self._subs.append(sub)
+            return sub
+
+    def close(self) -> None:
+        """End every subscription."""
+        with self._lock:
+            subs, self._subs = self._subs, []
+        for sub in subs:
+            sub.close()
