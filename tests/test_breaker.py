@@ -983,19 +983,20 @@ class TestCore:
         rejected = core.admit(3.0)
         probe, moved = core.admit(32.0)
 
-        assert ("closed", "open", "failure_threshold") == change
+        assert ("closed", "open", "failure_threshold", 1) == change
         assert (None, None) == rejected
-        assert ("open", "half_open", "recovery_timeout") == moved
+        assert ("open", "half_open", "recovery_timeout", 2) == moved
         assert 2 == probe
         assert 1 == core.record.rejected
 
     def test_transition_is_plain_tuple(self):
-        """A transition compares equal to a tuple of strings."""
+        """A transition compares equal to a plain tuple: three strings and
+        the breaker's change sequence."""
         change = core_breaker.BreakerCore(
             core_breaker.BreakerConfig()
         ).force_open(5.0)
 
-        assert ("closed", "forced_open", "forced_open") == change
+        assert ("closed", "forced_open", "forced_open", 1) == change
 
 
 class TestHealthWindows:
@@ -1163,3 +1164,26 @@ class TestThreads:
             t.join(timeout=10)
 
         assert [("closed", "open", "failure_threshold")] == changes(events)
+
+
+class TestRetryAfterExact:
+    @pytest.mark.parametrize("recovery", [0.7, 1.1, 1 / 3, 30.0])
+    @pytest.mark.parametrize("start", [0.0, 0.1, 100.0, 1e6 + 0.37])
+    def test_sleeping_retry_after_reaches_half_open(self, recovery, start):
+        """A caller who sleeps exactly the advertised retry_after gets a
+        probe through, never one more rejection from float dust."""
+        for offset in (0.1, 0.2, 1 / 7, 0.05):
+            clock = MockClock(start=start)
+            breaker = CircuitBreaker(
+                failure_threshold=1, recovery_timeout=recovery, clock=clock
+            )
+            permit = breaker._admit(None)
+            clock.advance(offset)
+            breaker._on_failure(permit, RuntimeError(), 0.0, None)
+            clock.advance(offset / 2)
+            with pytest.raises(CircuitOpenError) as info:
+                breaker._admit(None)
+
+            clock.advance(info.value.retry_after)
+
+            breaker._release(breaker._admit(None))

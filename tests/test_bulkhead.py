@@ -261,10 +261,12 @@ class TestBulkhead:
 
         assert [
             BulkheadAcquired(
-                time=100.0, bulkhead="b", in_flight=1, waited=0.0
+                time=100.0, bulkhead="b", in_flight=1, waited=0.0, sequence=1
             ),
             BulkheadRejected(time=101.0, bulkhead="b", in_flight=1),
-            BulkheadReleased(time=101.0, bulkhead="b", in_flight=0),
+            BulkheadReleased(
+                time=101.0, bulkhead="b", in_flight=0, sequence=3
+            ),
         ] == events
 
     def test_waited_reported_after_hand_off(self):

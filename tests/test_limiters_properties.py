@@ -232,14 +232,35 @@ class TestCompositeProperties:
         assert [len(admitted)] * 2 == admitted_per_tier
 
 
-@pytest.mark.parametrize("start", [0.0, 100.0, 1e6])
-def test_retry_after_is_exact_at_any_epoch(start):
-    """Sleeping retry_after always admits, whatever the clock's magnitude."""
+LIMITERS_FOR_RETRY_AFTER = [
+    pytest.param(lambda clock: TokenBucket(1, 0.3, clock=clock), id="token"),
+    pytest.param(
+        lambda clock: SlidingWindow(1, 1.7, clock=clock), id="window"
+    ),
+    pytest.param(
+        lambda clock: SlidingWindow(2, 1 / 3, clock=clock), id="window-third"
+    ),
+    pytest.param(
+        lambda clock: CompositeLimiter(
+            TokenBucket(1, 0.3), SlidingWindow(1, 0.7), clock=clock
+        ),
+        id="composite",
+    ),
+]
+
+
+@pytest.mark.parametrize("start", [0.0, 0.1, 100.0, 1e6 + 0.37])
+@pytest.mark.parametrize("build", LIMITERS_FOR_RETRY_AFTER)
+def test_retry_after_is_exact_at_any_epoch(start, build):
+    """Sleeping exactly retry_after always admits, whatever the clock's
+    magnitude and the float dust of the window arithmetic."""
     clock = MockClock(start=start)
-    bucket = TokenBucket(1, 0.3, clock=clock)
-    for _ in range(500):
+    limiter = build(clock)
+    steps = [0.05, 0.01, 1 / 7, 0.2, 0.3]
+    for i in range(500):
         try:
-            bucket.acquire(cost=0.7, timeout=0)
+            limiter.acquire(cost=0.7, timeout=0)
         except RateLimitedError as exc:
             clock.advance(exc.retry_after)
-            assert bucket.try_acquire(cost=0.7)
+            assert limiter.try_acquire(cost=0.7), (i, clock.now())
+        clock.advance(steps[i % len(steps)])

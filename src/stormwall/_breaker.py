@@ -500,6 +500,7 @@ class CircuitBreaker(Component):
             from_state=change.from_state.value,
             to_state=change.to_state.value,
             reason=change.reason,
+            sequence=change.sequence,
         )
 
 

@@ -103,6 +103,7 @@ class Bulkhead(Component):
         "_queue",
         "_rejected",
         "_released",
+        "_sequence",
     )
 
     def __init__(
@@ -126,6 +127,10 @@ class Bulkhead(Component):
         self._lock = threading.Lock()
         self._queue: deque[_Slot] = deque()
         self._in_flight = 0
+        # Bumped under the lock with every in-flight snapshot that is
+        # reported: events from two threads may reach a handler in either
+        # order, and exporters keep the newest (see BulkheadAcquired).
+        self._sequence = 0
         self._acquired = 0
         self._rejected = 0
         self._released = 0
@@ -157,6 +162,8 @@ class Bulkhead(Component):
             else:
                 self._rejected += 1
             in_flight = self._in_flight
+            self._sequence += 1
+            sequence = self._sequence
         bus = self._explicit_bus or self._bound_bus or default_bus
         if bus._subs:
             if ok:
@@ -165,6 +172,7 @@ class Bulkhead(Component):
                     BulkheadAcquired,
                     bulkhead=self._name,
                     in_flight=in_flight,
+                    sequence=sequence,
                 )
             else:
                 self._report(
@@ -227,31 +235,32 @@ class Bulkhead(Component):
 
     # -- what the executors call --------------------------------------------
 
-    def _enter(self) -> tuple[_Slot | None, bool, int]:
+    def _enter(self) -> tuple[_Slot | None, bool, int, int]:
         """
         Take a free slot, or queue, or refuse (under the lock).
 
         Returns:
-            ``(slot, entered, in_flight)``: a slot to wait on when queued,
-            else ``None`` with whether a slot was taken and the calls in
-            flight.
+            ``(slot, entered, in_flight, sequence)``: a slot to wait on when
+            queued, else ``None`` with whether a slot was taken, the calls
+            in flight and the snapshot's sequence number.
         """
         with self._lock:
             if self._in_flight < self._max and not self._queue:
                 self._in_flight += 1
                 self._acquired += 1
-                return None, True, self._in_flight
+                self._sequence += 1
+                return None, True, self._in_flight, self._sequence
             if self._max_wait == 0:
                 self._rejected += 1
-                return None, False, self._in_flight
+                return None, False, self._in_flight, self._sequence
             slot = _Slot()
             self._queue.append(slot)
-            return slot, False, 0
+            return slot, False, 0, 0
 
     def _acquire(self, ctx: CallContext | None) -> None:
-        slot, entered, in_flight = self._enter()
+        slot, entered, in_flight, sequence = self._enter()
         if slot is None:
-            self._entered(ctx, entered, in_flight, 0.0)
+            self._entered(ctx, entered, in_flight, 0.0, sequence)
             return
         start = self._clock.now()
         deadline = None if self._max_wait is None else start + self._max_wait
@@ -263,9 +272,9 @@ class Bulkhead(Component):
         self._settle(ctx, slot, start)
 
     async def _acquire_async(self, ctx: CallContext | None) -> None:
-        slot, entered, in_flight = self._enter()
+        slot, entered, in_flight, sequence = self._enter()
         if slot is None:
-            self._entered(ctx, entered, in_flight, 0.0)
+            self._entered(ctx, entered, in_flight, 0.0, sequence)
             return
         start = self._clock.now()
         deadline = None if self._max_wait is None else start + self._max_wait
@@ -288,6 +297,8 @@ class Bulkhead(Component):
             if handed is None:
                 self._in_flight -= 1
             in_flight = self._in_flight
+            self._sequence += 1
+            sequence = self._sequence
         if handed is not None:
             handed.waiter.notify()
         bus = self._explicit_bus or (
@@ -299,6 +310,7 @@ class Bulkhead(Component):
                 BulkheadReleased,
                 bulkhead=self._name,
                 in_flight=in_flight if handed is None else in_flight - 1,
+                sequence=sequence,
             )
 
     # -- internals -----------------------------------------------------------
@@ -318,6 +330,7 @@ class Bulkhead(Component):
         entered: bool,
         in_flight: int,
         waited: float,
+        sequence: int,
     ) -> None:
         """Report the outcome; raise `BulkheadFullError` when refused."""
         bus = self._explicit_bus or (
@@ -332,6 +345,7 @@ class Bulkhead(Component):
                         bulkhead=self._name,
                         in_flight=in_flight,
                         waited=waited,
+                        sequence=sequence,
                     )
                 except BaseException:
                     # An interrupt inside a handler: the caller never learns
@@ -357,8 +371,10 @@ class Bulkhead(Component):
                 self._queue.remove(slot)
                 self._rejected += 1
             in_flight = self._in_flight
+            self._sequence += 1
+            sequence = self._sequence
         waited = self._clock.now() - start
-        self._entered(ctx, slot.granted, in_flight, waited)
+        self._entered(ctx, slot.granted, in_flight, waited, sequence)
 
     def _abandon(self, slot: _Slot) -> None:
         """An interrupted waiter: leave the queue, or pass a handed slot on."""

@@ -184,6 +184,10 @@ class BreakerStateChanged(Event):
             ``"slow_call_rate"``, ``"recovery_timeout"``,
             ``"probe_succeeded"``, ``"probe_failed"``, ``"forced_open"``,
             ``"disabled"``, ``"reset"``.
+        sequence: The breaker's change counter at this transition. Events
+            are delivered after the breaker's lock is released, so two
+            threads' transitions can reach a handler in either order: keep
+            the state of the highest sequence (the exporters do).
     """
 
     name: ClassVar[str] = "stormwall.circuit_breaker.state_changed"
@@ -192,6 +196,7 @@ class BreakerStateChanged(Event):
     from_state: str
     to_state: str
     reason: str
+    sequence: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -274,6 +279,9 @@ class BulkheadAcquired(Event):
         bulkhead: The bulkhead's name.
         in_flight: Calls inside after this one entered.
         waited: Seconds it queued for its slot.
+        sequence: Orders this snapshot of ``in_flight`` among the
+            bulkhead's acquisitions and releases: events can reach a handler
+            out of order across threads, so a gauge keeps the highest.
     """
 
     name: ClassVar[str] = "stormwall.bulkhead.acquired"
@@ -281,6 +289,7 @@ class BulkheadAcquired(Event):
     bulkhead: str
     in_flight: int
     waited: float = 0.0
+    sequence: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -291,12 +300,14 @@ class BulkheadReleased(Event):
     Attributes:
         bulkhead: The bulkhead's name.
         in_flight: Calls inside after this one left.
+        sequence: As for `BulkheadAcquired`.
     """
 
     name: ClassVar[str] = "stormwall.bulkhead.released"
 
     bulkhead: str
     in_flight: int
+    sequence: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

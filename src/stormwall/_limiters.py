@@ -32,6 +32,7 @@ from . import _validate
 from ._bus import default_bus
 from ._clock import Waiter
 from ._component import Component
+from ._core._arith import until
 from ._core._keystore import KeyStore
 from ._core._ratelimit import (
     LeakyBucketPolicy,
@@ -973,13 +974,13 @@ class CompositeLimiter(Limiter):
                     tier._allowed += 1
                 self._allowed += 1
                 return 0.0, None, []
-            wait = at - now
+            wait = until(now, at)
             refusals = [
-                (tier, tier_at - now)
+                (tier, until(now, tier_at))
                 for tier, state, tier_at in zip(
                     tiers, states, ats, strict=True
                 )
-                if (timeout is not None and tier_at - now > timeout)
+                if (timeout is not None and until(now, tier_at) > timeout)
                 or tier._policy.queue_full(state, now)
             ]
             if refusals:
@@ -1013,11 +1014,16 @@ class CompositeLimiter(Limiter):
             lock.acquire()
         try:
             now = self._clock.now()
+            # Both passes move the reservations queued behind ours; notify
+            # the union, or a waiter moved earlier in the first pass (and
+            # left there) sleeps past its booking.
             for tier, state, res in ticket.parts:
-                tier._policy.repin(state, res, now, _NEVER)
+                moved += tier._policy.repin(state, res, now, _NEVER) or ()
             at = ticket.due()
             for tier, state, res in ticket.parts:
-                moved += tier._policy.repin(state, res, now, at) or ()
+                moved += (
+                    tier._policy.repin(state, res, now, at, force=True) or ()
+                )
         finally:
             for lock in reversed(locks):
                 lock.release()

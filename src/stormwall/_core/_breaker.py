@@ -47,6 +47,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, NamedTuple
 
+from ._arith import until
 from ._health import CountWindow, TimeWindow
 
 
@@ -142,6 +143,7 @@ class Transition(NamedTuple):
     from_state: CircuitState
     to_state: CircuitState
     reason: str
+    sequence: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,7 +260,7 @@ class BreakerCore:
             rec.opened_at = now
         elif new is CLOSED:
             self._clear()
-        return Transition(old, new, trigger.value)
+        return Transition(old, new, trigger.value, rec.generation)
 
     def _clear(self) -> None:
         """Forget every outcome and the open-period growth."""
@@ -310,7 +312,7 @@ class BreakerCore:
         rec = self.record
         state = rec.state
         if state is OPEN:
-            return max(0.0, rec.opened_at + rec.open_period - now)
+            return until(now, rec.opened_at + rec.open_period)
         if state is FORCED_OPEN:
             return None
         if (

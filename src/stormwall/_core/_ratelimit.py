@@ -36,6 +36,8 @@ import math
 from collections import deque
 from typing import Any
 
+from ._arith import until
+
 
 __all__ = [
     "SLACK",
@@ -160,21 +162,29 @@ class _Replay:
         return self._replay(state, now, items[1:])
 
     def repin(
-        self, state: Any, res: Reservation, now: float, not_before: float
+        self,
+        state: Any,
+        res: Reservation,
+        now: float,
+        not_before: float,
+        *,
+        force: bool = False,
     ) -> list[Reservation] | None:
         """
         Book a pending reservation again in place with a new floor.
 
         A composite uses it to move its reservations earlier when the tiers
-        allow: first with no floor (to learn each tier's earliest), then
-        with the latest of those. The queue order is kept.
+        allow: first with no floor (to learn each tier's earliest), then,
+        with ``force=True``, pinned to the latest of those: a tier whose part
+        became due in the first pass must still be charged at the time the
+        call really runs, or it over-admits. The queue order is kept.
 
         Returns:
             The reservations behind it to notify, or ``None`` when it was
-            due or is no longer in this state (untouched).
+            due (unless forced) or is no longer in this state (untouched).
         """
         pending = state.pending
-        if res.at <= now or res not in pending:
+        if res not in pending or (res.at <= now and not force):
             return None
         items = self._unbook(state, pending.index(res))
         res.not_before = not_before
@@ -384,7 +394,7 @@ class SlidingWindowPolicy(_Replay):
             state.entries.append([now + self.window, cost])
             state.total += cost
             return 0.0
-        return self.earliest(state, now, cost, _NEVER) - now
+        return until(now, self.earliest(state, now, cost, _NEVER))
 
     def earliest(
         self, state: WindowState, now: float, cost: float, not_before: float

@@ -274,6 +274,32 @@ class KeyLabels:
         return OVERFLOW_KEY
 
 
+class Newest:
+    """
+    Keep only the newest snapshot of each gauge.
+
+    Components report state snapshots (a breaker's state, a bulkhead's
+    in-flight count) after releasing their lock, so two threads' events can
+    reach a handler in either order. Each carries the component's
+    ``sequence``; `accept` is true only for one newer than any seen for that
+    name. A sequence of 0 (unknown) is always accepted.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def accept(self, name: str, sequence: int) -> bool:
+        """Whether this snapshot is newer than the last one applied."""
+        if not sequence:
+            return True
+        with self._lock:
+            if sequence <= self._seen.get(name, 0):
+                return False
+            self._seen[name] = sequence
+            return True
+
+
 # -- logs ---------------------------------------------------------------------
 
 # The level of each log line, by "event name" or "event name:qualifier", where

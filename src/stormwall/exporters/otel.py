@@ -491,6 +491,8 @@ class MetricsExporter:
         self._executors: set[str] = set()
         self._limiters: set[str] = set()
         self._lock = threading.Lock()
+        self._newest = vocab.Newest()
+        self._newest_bulkhead = vocab.Newest()
         self._attachments = Attachments()
         self._handlers: dict[type[Event], Callable[[Any], None]] = {
             ExecutorObserved: self._executor_observed,
@@ -630,7 +632,8 @@ class MetricsExporter:
     def _breaker_changed(self, event: BreakerStateChanged) -> None:
         from_state, to_state = str(event.from_state), str(event.to_state)
         self._see_breaker(event.breaker, from_state)
-        self._breaker_states[event.breaker] = to_state
+        if self._newest.accept(event.breaker, event.sequence):
+            self._breaker_states[event.breaker] = to_state
         self._transitions.add(
             1,
             {
@@ -667,11 +670,11 @@ class MetricsExporter:
         self, event: BulkheadAcquired | BulkheadReleased
     ) -> None:
         self._see_bulkhead(event.bulkhead)
-        self._in_flight[event.bulkhead] = event.in_flight
+        if self._newest_bulkhead.accept(event.bulkhead, event.sequence):
+            self._in_flight[event.bulkhead] = event.in_flight
 
     def _bulkhead_rejected(self, event: BulkheadRejected) -> None:
         self._see_bulkhead(event.bulkhead)
-        self._in_flight[event.bulkhead] = event.in_flight
         self._bulkhead_rejections.add(1, {"bulkhead": event.bulkhead})
 
     # -- gauges ---------------------------------------------------------------

@@ -218,6 +218,7 @@ class PrometheusExporter:
         self._keys: vocab.KeyLabels | None = keys if keys.enabled else None
         self._lock = threading.Lock()
         self._attachments = Attachments()
+        self._newest = vocab.Newest()
         self._metrics = self._register(registry, keys.enabled)
 
         m = self._metrics
@@ -456,7 +457,9 @@ class PrometheusExporter:
 
     def _on_state_changed(self, event: BreakerStateChanged) -> None:
         breaker = event.breaker
-        if breaker not in self._breakers:
+        if not self._newest.accept("breaker:" + breaker, event.sequence):
+            pass  # a stale snapshot: count the transition, keep the state
+        elif breaker not in self._breakers:
             self._see_breaker(breaker, event.to_state)
         else:
             # Under the lock: two racing transitions must not leave two
@@ -504,13 +507,14 @@ class PrometheusExporter:
     ) -> None:
         if event.bulkhead not in self._bulkheads:
             self._see_bulkhead(event.bulkhead)
-        self._child(self._in_flight, (event.bulkhead,)).set(event.in_flight)
+        if self._newest.accept("bulkhead:" + event.bulkhead, event.sequence):
+            gauge = self._child(self._in_flight, (event.bulkhead,))
+            gauge.set(event.in_flight)
 
     def _on_bulkhead_rejected(self, event: BulkheadRejected) -> None:
         if event.bulkhead not in self._bulkheads:
             self._see_bulkhead(event.bulkhead)
         self._child(self._bulkhead_rejections, (event.bulkhead,)).inc()
-        self._child(self._in_flight, (event.bulkhead,)).set(event.in_flight)
 
 
 class MetricsServer:
