@@ -1,0 +1,211 @@
+"""
+The ``stormwall`` command: ``stormwall demo`` and ``stormwall --version``.
+
+Standard library only, so ``stormwall --version`` and every usage error
+work without the demo extra. Errors are one line on stderr and exit status
+2, never a traceback: a command line is a user interface.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import secrets
+import sys
+from typing import TYPE_CHECKING, Final, NoReturn
+
+from ._version import __version__
+
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+
+__all__ = ["main"]
+
+_MAX_DURATION: Final = 24 * 3600.0
+_MAX_USERS: Final = 10_000
+_MAX_RATE: Final = 1_000.0
+
+
+class _UsageError(Exception):
+    """A command-line error, reported in one line."""
+
+    def __init__(self, prog: str, message: str) -> None:
+        super().__init__(message)
+        self.prog = prog
+
+
+class _Parser(argparse.ArgumentParser):
+    """An `argparse.ArgumentParser` whose errors are one line, no usage."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(self.prog, message)
+
+
+def _seconds(text: str) -> float:
+    """A duration: a finite number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of seconds, got {text!r}"
+        ) from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a finite number of seconds > 0, got {text!r}"
+        )
+    if value > _MAX_DURATION:
+        raise argparse.ArgumentTypeError(
+            f"at most {_MAX_DURATION:g} seconds, got {text!r}"
+        )
+    return value
+
+
+def _rate(text: str) -> float:
+    """Calls per second per user: finite, > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or not 0 < value <= _MAX_RATE:
+        raise argparse.ArgumentTypeError(
+            f"expected calls per second in (0, {_MAX_RATE:g}], got {text!r}"
+        )
+    return value
+
+
+def _integer(low: int, high: int | None, what: str) -> type[int]:
+    """An ``int`` parser bounded to ``[low, high]``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {what}, got {text!r}"
+            ) from None
+        if value < low or (high is not None and value > high):
+            bound = f">= {low}" if high is None else f"in {low}..{high}"
+            raise argparse.ArgumentTypeError(
+                f"expected {what} {bound}, got {text!r}"
+            )
+        return value
+
+    # argparse names the type in its messages from __name__.
+    parse.__name__ = what
+    return parse  # type: ignore[return-value]
+
+
+def _parser() -> _Parser:
+    parser = _Parser(
+        prog="stormwall",
+        description="stormwall: observable resilience for Python.",
+        allow_abbrev=False,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"stormwall {__version__}"
+    )
+    commands = parser.add_subparsers(
+        dest="command", metavar="COMMAND", parser_class=_Parser
+    )
+    demo = commands.add_parser(
+        "demo",
+        help="run a flaky upstream, protected and observed",
+        description=(
+            "Start a flaky HTTP upstream on loopback (healthy, degraded, "
+            "outage, recovery) and call it through a stormwall pipeline "
+            "(per-user token bucket, retries with jitter, circuit breaker), "
+            "with Prometheus /metrics, structured logs and spans. Ends by "
+            "itself and prints a summary."
+        ),
+        allow_abbrev=False,
+    )
+    demo.add_argument(
+        "--duration",
+        type=_seconds,
+        default=30.0,
+        metavar="S",
+        help="seconds to run (default: 30); the phases scale with it",
+    )
+    demo.add_argument(
+        "--seed",
+        type=_integer(0, None, "an integer seed"),
+        default=None,
+        metavar="N",
+        help="seed for a reproducible run (default: random, printed)",
+    )
+    demo.add_argument(
+        "--port",
+        type=_integer(0, 65535, "a TCP port"),
+        default=9464,
+        metavar="P",
+        help="the /metrics port on 127.0.0.1 (default: 9464; 0: a free one)",
+    )
+    demo.add_argument(
+        "--users",
+        type=_integer(1, _MAX_USERS, "a number of users"),
+        default=20,
+        metavar="N",
+        help="concurrent users, each with its own rate limit (default: 20)",
+    )
+    demo.add_argument(
+        "--rate",
+        type=_rate,
+        default=5.0,
+        metavar="R",
+        help="calls per second per user (default: 5)",
+    )
+    demo.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no live status and no logs; only the URLs and the summary",
+    )
+    demo.add_argument(
+        "--spans",
+        action="store_true",
+        help="print spans on stderr (when OTEL_EXPORTER_OTLP_ENDPOINT is "
+        "not set; with it, spans go to the collector)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """
+    Run the ``stormwall`` command line; the process exit status.
+
+    Args:
+        argv: The arguments (default: ``sys.argv[1:]``).
+    """
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as exc:
+        sys.stderr.write(f"{exc.prog}: error: {exc} (see {exc.prog} --help)\n")
+        return 2
+    except SystemExit as exc:  # --help, --version
+        return exc.code if isinstance(exc.code, int) else 0
+    if args.command is None:
+        sys.stderr.write(
+            "stormwall: error: a command is required: stormwall demo "
+            "(see stormwall --help)\n"
+        )
+        return 2
+
+    from ._demo import Options, run
+
+    seed = secrets.randbelow(100_000) if args.seed is None else args.seed
+    options = Options(
+        duration=args.duration,
+        seed=seed,
+        port=args.port,
+        quiet=args.quiet,
+        users=args.users,
+        rate=args.rate,
+        spans=args.spans,
+    )
+    try:
+        return run(options)
+    except KeyboardInterrupt:
+        sys.stderr.write("stormwall demo: interrupted\n")
+        return 130
