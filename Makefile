@@ -26,7 +26,7 @@ $(CORE_STAMP): pyproject.toml
 	$(CORE_PY) -m pip install -q -e . --group test
 	touch $(CORE_STAMP)
 
-test: lint typecheck unit core-test dashboards
+test: lint typecheck unit core-test docs dashboards
 
 lint: $(STAMP)
 	$(PY) -m ruff check --no-cache .
