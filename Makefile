@@ -57,7 +57,9 @@ DEMO_ARGS ?=
 demo: $(STAMP)
 	$(PY) -m stormwall demo $(DEMO_ARGS)
 
+# Benchmarks (reported, never asserted); peers come from the bench group.
 bench: $(STAMP)
+	$(PY) -m pip install -q --group bench
 	$(PY) bench/run.py
 
 clean:

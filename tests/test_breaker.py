@@ -132,8 +132,9 @@ class TestConfiguration:
 
         assert 86400.0 == breaker.retry_after
 
-    def test_store_must_be_none(self):
-        """A store is refused until the Redis backend exists."""
+    def test_store_must_be_a_breaker_store(self):
+        """Anything but a BreakerStore (e.g. RedisBreakerStore) is refused,
+        with a hint at stormwall.backends.redis."""
         with pytest.raises(ConfigError, match=r"backends\.redis"):
             CircuitBreaker(store=object())
 

@@ -1042,3 +1042,18 @@ class TestAsyncMisuse:
         await clock.advance_async(1.0)
 
         assert "done" == await task
+
+
+class TestAsyncOnlyComponents:
+    def test_sync_executor_refuses_an_async_only_limiter(self):
+        """A limiter behind an asyncio client cannot serve sync calls: the
+        sync executor refuses it at construction, naming the parameter."""
+
+        class AsyncOnlyBucket(TokenBucket):
+            _async_only = True
+
+        with pytest.raises(ConfigError, match="asyncio client") as info:
+            ResilientExecutor(limiter=AsyncOnlyBucket(1, 1))
+
+        assert "limiter" == info.value.parameter
+        AsyncResilientExecutor(limiter=AsyncOnlyBucket(1, 1))  # fine here

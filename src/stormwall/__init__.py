@@ -16,6 +16,7 @@ from ._bus import BusStatistics, EventBus, Subscription, default_bus
 from ._clock import Clock, MockClock, MonotonicClock
 from ._errors import (
     AttemptTimeoutError,
+    BackendUnavailableError,
     BulkheadFullError,
     CircuitOpenError,
     ConfigError,
@@ -40,6 +41,7 @@ from ._version import __version__
 __all__ = [
     "AsyncResilientExecutor",
     "AttemptTimeoutError",
+    "BackendUnavailableError",
     "BreakerStatistics",
     "Bulkhead",
     "BulkheadFullError",

@@ -109,6 +109,9 @@ class AsyncResilientExecutor(ExecutorBase):
             self._bulkhead,
         )
         timeout = self._timeout
+        # A breaker whose state lives behind an asyncio client (a Redis store)
+        # is asked with awaits; a local one with plain calls (no await cost).
+        remote = breaker is not None and breaker._async_store
         started = clock.now()
         if self._budget is not None:
             self._budget._deposit(started)
@@ -123,7 +126,11 @@ class AsyncResilientExecutor(ExecutorBase):
                 permit = None
                 if breaker is not None:
                     try:
-                        permit = breaker._admit(ctx)
+                        permit = (
+                            await breaker._admit_async(ctx)
+                            if remote
+                            else breaker._admit(ctx)
+                        )
                     except CircuitOpenError as exc:
                         return cast(
                             "T",
@@ -140,7 +147,10 @@ class AsyncResilientExecutor(ExecutorBase):
                         await bulkhead._acquire_async(ctx)
                 except BaseException as exc:
                     if breaker is not None:
-                        breaker._release(permit)
+                        if remote:
+                            await breaker._release_async(permit)
+                        else:
+                            breaker._release(permit)
                     if isinstance(exc, RejectedError):
                         return cast(
                             "T",
@@ -177,12 +187,20 @@ class AsyncResilientExecutor(ExecutorBase):
                         # probe slot, record nothing; the outer handler
                         # reports it.
                         if breaker is not None:
-                            breaker._release(permit)
+                            if remote:
+                                await breaker._release_async(permit)
+                            else:
+                                breaker._release(permit)
                         raise
                     if ctx is not None:
                         self._attempt_ended(ctx, _outcome(exc), duration, exc)
                     if breaker is not None:
-                        breaker._on_failure(permit, exc, duration, ctx)
+                        if remote:
+                            await breaker._on_failure_async(
+                                permit, exc, duration, ctx
+                            )
+                        else:
+                            breaker._on_failure(permit, exc, duration, ctx)
                     error, rejected_result = exc, None
                 else:
                     duration = clock.now() - t0
@@ -195,13 +213,21 @@ class AsyncResilientExecutor(ExecutorBase):
                         )
                     except BaseException:
                         if breaker is not None:
-                            breaker._release(permit)
+                            if remote:
+                                await breaker._release_async(permit)
+                            else:
+                                breaker._release(permit)
                         raise
                     if not retry:
                         if ctx is not None:
                             self._attempt_ended(ctx, "success", duration, None)
                         if breaker is not None:
-                            breaker._on_success(permit, duration, ctx)
+                            if remote:
+                                await breaker._on_success_async(
+                                    permit, duration, ctx
+                                )
+                            else:
+                                breaker._on_success(permit, duration, ctx)
                         if ctx is not None:
                             self._call_ended(
                                 ctx, "success", attempt, started, None
@@ -210,14 +236,33 @@ class AsyncResilientExecutor(ExecutorBase):
                     if ctx is not None:
                         self._attempt_ended(ctx, "failure", duration, None)
                     if breaker is not None:
-                        breaker._on_failure(permit, None, duration, ctx)
+                        if remote:
+                            await breaker._on_failure_async(
+                                permit, None, duration, ctx
+                            )
+                        else:
+                            breaker._on_failure(permit, None, duration, ctx)
                     error, rejected_result = None, result
 
                 # -- retry?
                 try:
-                    delay = self._retry_delay(
-                        attempt, error, rejected_result, started, previous, ctx
-                    )
+                    delay = None
+                    if self._retry_wanted(attempt, error):
+                        if breaker is not None and breaker._rejecting():
+                            if remote:
+                                await breaker._release_async(
+                                    await breaker._admit_async(ctx)
+                                )
+                            else:
+                                breaker._release(breaker._admit(ctx))
+                        delay = self._retry_delay(
+                            attempt,
+                            error,
+                            rejected_result,
+                            started,
+                            previous,
+                            ctx,
+                        )
                 except CircuitOpenError as exc:
                     return cast(
                         "T",

@@ -7,19 +7,25 @@ holds the lock and reports events. The lock is held only for the core's few
 lines of arithmetic: never while user code (a ``record_on`` predicate) runs
 and never while an event is emitted, so a listener may call back into the
 breaker.
+
+A breaker given ``store=`` (a `BreakerStore`) is built as a
+`_SharedCircuitBreaker` instead: the same public API and executor methods,
+each decided by the store's `SharedCore` (one round trip) rather than a local
+`BreakerCore`, plus ``*_async`` twins for a store with an asyncio client.
 """
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NamedTuple, Protocol
 
 from . import _validate
 from ._component import CallContext, Component
 from ._core._breaker import (
     BreakerConfig,
     BreakerCore,
+    BreakerRecord,
     CircuitState,
     Transition,
 )
@@ -34,7 +40,15 @@ if TYPE_CHECKING:
     from ._clock import Clock
 
 
-__all__ = ["BreakerStatistics", "CircuitBreaker", "CircuitState"]
+__all__ = [
+    "Admission",
+    "BreakerStatistics",
+    "BreakerStore",
+    "CircuitBreaker",
+    "CircuitState",
+    "SharedCore",
+    "Snapshot",
+]
 
 _CLOSED: Final = CircuitState.CLOSED
 _OPEN: Final = CircuitState.OPEN
@@ -90,6 +104,138 @@ class BreakerStatistics:
 
 def _always(_: BaseException) -> bool:
     return True
+
+
+# -- the store seam -----------------------------------------------------------
+#
+# A breaker given ``store=`` keeps no state of its own: it asks the store for
+# a `SharedCore` bound to its name and configuration, and becomes a
+# `_SharedCircuitBreaker`, whose methods run each decision through that core
+# (one round trip to the backend) instead of the local `BreakerCore`. The
+# local breaker's classes and hot path are untouched by this: the choice is
+# made once, at construction, by the class of the object.
+
+
+class Admission(NamedTuple):
+    """A shared core's answer to "may this call run?"."""
+
+    permit: int | None
+    """The permit to hand back with the outcome, or ``None``: rejected."""
+    change: Transition | None
+    """The transition the decision made (to report), if any."""
+    state: CircuitState
+    """The state the decision was taken in (for a rejection's event)."""
+    retry_after: float | None
+    """`CircuitBreaker.retry_after` at that moment."""
+
+
+class Snapshot(NamedTuple):
+    """A shared core's full view of the breaker, for introspection."""
+
+    record: BreakerRecord
+    """The record; times are in the core's clock (Redis: Unix seconds)."""
+    totals: tuple[int, int, int]
+    """``(calls, failures, slow_calls)`` in the window."""
+    retry_after: float | None
+    """`CircuitBreaker.retry_after` at that moment."""
+    change: Transition | None
+    """A due OPEN -> HALF_OPEN move made while looking, if any."""
+
+
+class SharedCore(Protocol):
+    """
+    What a store binds to one breaker: the `BreakerCore` surface, with I/O.
+
+    Every method is one round trip to the store at most, applies the
+    store's ``on_backend_error`` policy itself and reports its failures;
+    ``permit`` values are the ones `admit` returned. The ``*_async`` twins
+    are for a store whose client is asyncio (``is_async``); the others for
+    a blocking client.
+    """
+
+    is_async: bool
+
+    def cached_state(self) -> CircuitState:
+        """The state as of the store's last answer (no I/O)."""
+        ...
+
+    def admit(self, ctx: CallContext | None) -> Admission:
+        """Decide whether a call may run."""
+        ...
+
+    def on_success(
+        self, permit: object, duration: float, ctx: CallContext | None
+    ) -> Transition | None:
+        """Record a success (or an error that is not recorded)."""
+        ...
+
+    def on_failure(
+        self, permit: object, duration: float, ctx: CallContext | None
+    ) -> Transition | None:
+        """Record a failure."""
+        ...
+
+    def release(self, permit: object, ctx: CallContext | None) -> None:
+        """Free a probe slot; record nothing."""
+        ...
+
+    def operate(self, op: str, ctx: CallContext | None) -> Transition | None:
+        """Apply ``"force_open"``, ``"disable"`` or ``"reset"``."""
+        ...
+
+    def snapshot(self, ctx: CallContext | None) -> Snapshot:
+        """Look at everything (making a due OPEN -> HALF_OPEN move)."""
+        ...
+
+    async def admit_async(self, ctx: CallContext | None) -> Admission:
+        """`admit`, with an asyncio client."""
+        ...
+
+    async def on_success_async(
+        self, permit: object, duration: float, ctx: CallContext | None
+    ) -> Transition | None:
+        """`on_success`, with an asyncio client."""
+        ...
+
+    async def on_failure_async(
+        self, permit: object, duration: float, ctx: CallContext | None
+    ) -> Transition | None:
+        """`on_failure`, with an asyncio client."""
+        ...
+
+    async def release_async(
+        self, permit: object, ctx: CallContext | None
+    ) -> None:
+        """`release`, with an asyncio client."""
+        ...
+
+    async def operate_async(
+        self, op: str, ctx: CallContext | None
+    ) -> Transition | None:
+        """`operate`, with an asyncio client."""
+        ...
+
+    async def snapshot_async(self, ctx: CallContext | None) -> Snapshot:
+        """`snapshot`, with an asyncio client."""
+        ...
+
+
+class BreakerStore:
+    """
+    Base of the objects ``CircuitBreaker(store=...)`` accepts.
+
+    A store shares breaker state between processes
+    (``stormwall.backends.redis.RedisBreakerStore``). It is never used
+    directly: each breaker given the store calls `_bind` once.
+    """
+
+    __slots__ = ()
+
+    def _bind(
+        self, breaker: CircuitBreaker, config: BreakerConfig
+    ) -> SharedCore:
+        """Return the shared core for ``breaker`` (by its name)."""
+        raise NotImplementedError
 
 
 class CircuitBreaker(Component):
@@ -159,9 +305,14 @@ class CircuitBreaker(Component):
             real one standalone).
         bus: The bus to report on (default: the executor's, or
             `stormwall.default_bus` standalone).
-        store: Reserved for a shared state store
-            (``stormwall.backends.redis.RedisBreakerStore``); must be
-            ``None`` for now.
+        store: A store that shares this breaker's state between
+            processes (``stormwall.backends.redis.RedisBreakerStore``),
+            under the breaker's name: every process whose breaker has the
+            same name and store prefix sees one breaker. ``None`` (default)
+            keeps the state in this process. A store-backed breaker keeps
+            time with the store's clock, not ``clock=`` (a `MockClock`
+            cannot drive it); see the store's documentation for how stale
+            its view may be and what happens when the store is unreachable.
 
     Raises:
         ConfigError: A parameter is outside its domain, naming it. Refused
@@ -178,6 +329,7 @@ class CircuitBreaker(Component):
     """
 
     __slots__ = (
+        "_async_store",
         "_config",
         "_core",
         "_ignore",
@@ -185,6 +337,7 @@ class CircuitBreaker(Component):
         "_plain",
         "_record",
         "_record_on",
+        "_shared",
     )
 
     def __init__(
@@ -236,19 +389,40 @@ class CircuitBreaker(Component):
             if ignore_on == ()
             else _validate.exception_matcher("ignore_on", ignore_on)
         )
-        if store is not None:
-            raise ConfigError(
-                "store",
-                "shared breaker stores come with stormwall.backends.redis "
-                "(RedisBreakerStore), which is not available yet; leave "
-                "store=None",
-            )
         self._lock = threading.Lock()
+        # Whether the executors must await the _*_async methods (an asyncio
+        # store client); False for a local breaker.
+        self._async_store = False
+        if store is not None:
+            self._share(store)
+            return
         self._core = BreakerCore(self._config)
         self._record = self._core.record
         # Without a window a closed success only resets the consecutive
         # count, which the shell does inline (the hot path).
         self._plain = self._core.window is None
+
+    def _share(self, store: object) -> None:
+        """Become a `_SharedCircuitBreaker` over ``store``."""
+        if not isinstance(store, BreakerStore):
+            raise ConfigError(
+                "store",
+                "expected a breaker store such as "
+                "stormwall.backends.redis.RedisBreakerStore, got "
+                f"{type(store).__name__}",
+            )
+        if type(self) is not CircuitBreaker:
+            raise ConfigError(
+                "store",
+                f"{type(self).__name__} subclasses CircuitBreaker; only "
+                "CircuitBreaker itself takes a store",
+            )
+        # The class decides which implementation runs, so the local hot
+        # path never tests "is there a store?".
+        self.__class__ = _SharedCircuitBreaker
+        shared = store._bind(self, self._config)
+        self._shared = shared
+        self._async_store = shared.is_async
 
     def __repr__(self) -> str:
         return (
@@ -338,44 +512,38 @@ class CircuitBreaker(Component):
         A due OPEN -> HALF_OPEN move is made (and reported) first.
         """
         core = self._core
-        rec = self._record
-        cfg = self._config
         with self._lock:
             now = self._clock.now()
             change = core.poll(now)
-            calls, failures, slow = core.totals(now)
-            state = rec.state
-            open_state = state in {_OPEN, CircuitState.HALF_OPEN}
-            rated = cfg.keeps_window and calls >= cfg.effective_minimum_calls
-            stats = BreakerStatistics(
-                state=state,
-                failure_rate=failures / calls if rated else None,
-                slow_call_rate=(
-                    slow / calls
-                    if rated and cfg.slow_call_duration is not None
-                    else None
-                ),
-                calls_in_window=calls,
-                failures_in_window=failures,
-                slow_calls_in_window=slow,
-                consecutive_failures=rec.consecutive_failures,
-                rejected=rec.rejected,
-                opened_at=(
-                    rec.opened_at
-                    if open_state or state is _FORCED_OPEN
-                    else None
-                ),
-                open_until=(
-                    rec.opened_at + rec.open_period if state is _OPEN else None
-                ),
-                open_period=rec.open_period if open_state else None,
-                half_open_in_flight=rec.half_open_in_flight,
-                half_open_successes=rec.half_open_successes,
-                retry_after=core.retry_after(now),
+            stats = _statistics(
+                self._config,
+                self._record,
+                core.totals(now),
+                core.retry_after(now),
             )
         if change is not None:
             self._announce(change, None)
         return stats
+
+    async def force_open_async(self) -> None:
+        """
+        `force_open`, for a breaker whose store has an asyncio client.
+
+        Works on every breaker; on a local one it is `force_open`.
+        """
+        self.force_open()
+
+    async def disable_async(self) -> None:
+        """`disable`, for a breaker whose store has an asyncio client."""
+        self.disable()
+
+    async def reset_async(self) -> None:
+        """`reset`, for a breaker whose store has an asyncio client."""
+        self.reset()
+
+    async def statistics_async(self) -> BreakerStatistics:
+        """`statistics`, for a breaker whose store has an asyncio client."""
+        return self.statistics()
 
     # -- what the executors call (docs/internals.md) --------------------------
 
@@ -480,6 +648,33 @@ class CircuitBreaker(Component):
         with self._lock:
             self._core.release(permit)
 
+    # The executors await these when ``_async_store`` is true (a store with
+    # an asyncio client); on a local breaker they are the sync methods.
+
+    async def _admit_async(self, ctx: CallContext | None) -> int:
+        """`_admit`, awaitable."""
+        return self._admit(ctx)
+
+    async def _on_success_async(
+        self, permit: object, duration: float, ctx: CallContext | None
+    ) -> None:
+        """`_on_success`, awaitable."""
+        self._on_success(permit, duration, ctx)
+
+    async def _on_failure_async(
+        self,
+        permit: object,
+        error: BaseException | None,
+        duration: float,
+        ctx: CallContext | None,
+    ) -> None:
+        """`_on_failure`, awaitable."""
+        self._on_failure(permit, error, duration, ctx)
+
+    async def _release_async(self, permit: object) -> None:
+        """`_release`, awaitable."""
+        self._release(permit)
+
     def _rejecting(self) -> bool:
         """Whether the breaker is open or forced open right now."""
         state = self._record.state
@@ -502,6 +697,316 @@ class CircuitBreaker(Component):
             reason=change.reason,
             sequence=change.sequence,
         )
+
+
+_RELEASE: Final = "release"
+_SUCCESS: Final = "success"
+_FAILURE: Final = "failure"
+
+
+class _SharedCircuitBreaker(CircuitBreaker):
+    """
+    A `CircuitBreaker` whose state lives in a store (see `BreakerStore`).
+
+    `CircuitBreaker.__init__` turns a breaker given ``store=`` into one of
+    these. Each decision is one call to its `SharedCore`, made without the
+    breaker's lock (the store is atomic; a lock held across a round trip
+    would serialise every thread's calls). A transition the core returns
+    was made by this process's request, so each is announced exactly once
+    across all processes.
+
+    With an asyncio store client nothing here may block: the sync public
+    API raises `TypeError` pointing at its ``*_async`` twin, except
+    `state` and `_rejecting`, which answer from the store's last reply.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        state = self._shared.cached_state().value
+        return f"<CircuitBreaker {self._name!r} state={state} (shared)>"
+
+    def _blocking(self, method: str) -> SharedCore:
+        """The core, or `TypeError` when its client is asyncio."""
+        shared = self._shared
+        if shared.is_async:
+            msg = (
+                f"circuit breaker {self._name!r} keeps its state through an "
+                f"asyncio client: use 'await breaker.{method}_async()'"
+            )
+            raise TypeError(msg)
+        return shared
+
+    def _noted(self, snap: Snapshot) -> Snapshot:
+        """Announce the move ``snap`` made, if any."""
+        if snap.change is not None:
+            self._announce(snap.change, None)
+        return snap
+
+    # -- public API -----------------------------------------------------------
+
+    @property
+    def state(self) -> CircuitState:
+        """
+        The state now, as the store sees it (one round trip).
+
+        With an asyncio store client: the state as of the store's last
+        reply to this process (no I/O), which may be up to the store's
+        ``sync_interval`` old while calls flow, or older when idle.
+        """
+        shared = self._shared
+        if shared.is_async:
+            return shared.cached_state()
+        return self._noted(shared.snapshot(None)).record.state
+
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds until a call would be admitted (one round trip)."""
+        shared = self._blocking("statistics")
+        return self._noted(shared.snapshot(None)).retry_after
+
+    def force_open(self) -> None:
+        """Force the shared breaker open (see `CircuitBreaker.force_open`)."""
+        self._apply(self._blocking("force_open").operate("force_open", None))
+
+    def disable(self) -> None:
+        """Disable the shared breaker (see `CircuitBreaker.disable`)."""
+        self._apply(self._blocking("disable").operate("disable", None))
+
+    def reset(self) -> None:
+        """Reset the shared breaker (see `CircuitBreaker.reset`)."""
+        self._apply(self._blocking("reset").operate("reset", None))
+
+    def statistics(self) -> BreakerStatistics:
+        """
+        Return a snapshot of the shared breaker (one round trip).
+
+        ``opened_at`` and ``open_until`` are in the store's clock (Redis:
+        Unix seconds of the server), not the breaker's.
+        """
+        snap = self._noted(self._blocking("statistics").snapshot(None))
+        return _statistics(
+            self._config, snap.record, snap.totals, snap.retry_after
+        )
+
+    async def force_open_async(self) -> None:
+        """`force_open`, awaiting the store."""
+        shared = self._shared
+        if not shared.is_async:
+            self.force_open()
+            return
+        self._apply(await shared.operate_async("force_open", None))
+
+    async def disable_async(self) -> None:
+        """`disable`, awaiting the store."""
+        shared = self._shared
+        if not shared.is_async:
+            self.disable()
+            return
+        self._apply(await shared.operate_async("disable", None))
+
+    async def reset_async(self) -> None:
+        """`reset`, awaiting the store."""
+        shared = self._shared
+        if not shared.is_async:
+            self.reset()
+            return
+        self._apply(await shared.operate_async("reset", None))
+
+    async def statistics_async(self) -> BreakerStatistics:
+        """`statistics`, awaiting the store."""
+        shared = self._shared
+        if not shared.is_async:
+            return self.statistics()
+        snap = self._noted(await shared.snapshot_async(None))
+        return _statistics(
+            self._config, snap.record, snap.totals, snap.retry_after
+        )
+
+    # -- what the executors call ----------------------------------------------
+
+    def _admit(self, ctx: CallContext | None) -> int:
+        """`CircuitBreaker._admit`, decided by the store."""
+        decision = self._blocking("_admit").admit(ctx)
+        if decision.change is not None:
+            try:
+                self._announce(decision.change, ctx)
+            except BaseException:
+                if decision.permit is not None:
+                    self._release(decision.permit)
+                raise
+        return self._permit(decision, ctx)
+
+    def _on_success(
+        self, permit: object, duration: float, ctx: CallContext | None
+    ) -> None:
+        """`CircuitBreaker._on_success`, recorded in the store."""
+        shared = self._blocking("_on_success")
+        self._apply(shared.on_success(permit, duration, ctx), ctx)
+
+    def _on_failure(
+        self,
+        permit: object,
+        error: BaseException | None,
+        duration: float,
+        ctx: CallContext | None,
+    ) -> None:
+        """`CircuitBreaker._on_failure`, recorded in the store."""
+        shared = self._blocking("_on_failure")
+        try:
+            verdict = self._verdict(error)
+        except BaseException:
+            self._release(permit)
+            raise
+        if verdict is _RELEASE:
+            self._release(permit)
+        elif verdict is _SUCCESS:
+            self._on_success(permit, duration, ctx)
+        else:
+            self._apply(shared.on_failure(permit, duration, ctx), ctx)
+
+    def _release(self, permit: object) -> None:
+        """`CircuitBreaker._release`, in the store."""
+        self._blocking("_release").release(permit, None)
+
+    async def _admit_async(self, ctx: CallContext | None) -> int:
+        """`_admit`, awaiting the store."""
+        shared = self._shared
+        if not shared.is_async:
+            return self._admit(ctx)
+        decision = await shared.admit_async(ctx)
+        if decision.change is not None:
+            try:
+                self._announce(decision.change, ctx)
+            except BaseException:
+                if decision.permit is not None:
+                    await self._release_async(decision.permit)
+                raise
+        return self._permit(decision, ctx)
+
+    async def _on_success_async(
+        self, permit: object, duration: float, ctx: CallContext | None
+    ) -> None:
+        """`_on_success`, awaiting the store."""
+        shared = self._shared
+        if not shared.is_async:
+            self._on_success(permit, duration, ctx)
+            return
+        self._apply(await shared.on_success_async(permit, duration, ctx), ctx)
+
+    async def _on_failure_async(
+        self,
+        permit: object,
+        error: BaseException | None,
+        duration: float,
+        ctx: CallContext | None,
+    ) -> None:
+        """`_on_failure`, awaiting the store."""
+        shared = self._shared
+        if not shared.is_async:
+            self._on_failure(permit, error, duration, ctx)
+            return
+        try:
+            verdict = self._verdict(error)
+        except BaseException:
+            await self._release_async(permit)
+            raise
+        if verdict is _RELEASE:
+            await self._release_async(permit)
+        elif verdict is _SUCCESS:
+            await self._on_success_async(permit, duration, ctx)
+        else:
+            change = await shared.on_failure_async(permit, duration, ctx)
+            self._apply(change, ctx)
+
+    async def _release_async(self, permit: object) -> None:
+        """`_release`, awaiting the store."""
+        shared = self._shared
+        if not shared.is_async:
+            self._release(permit)
+            return
+        await shared.release_async(permit, None)
+
+    def _rejecting(self) -> bool:
+        """
+        Whether the breaker is open or forced open, as last seen.
+
+        No I/O: it answers from the store's last reply, so an open period
+        that ended since then still counts as open (the next `_admit`
+        asks the store).
+        """
+        state = self._shared.cached_state()
+        return state is _OPEN or state is _FORCED_OPEN
+
+    # -- helpers --------------------------------------------------------------
+
+    def _verdict(self, error: BaseException | None) -> str:
+        """How an outcome counts (a user predicate may raise)."""
+        if error is None:
+            return _FAILURE
+        if not isinstance(error, Exception) or (
+            self._ignore is not None and self._ignore(error)
+        ):
+            return _RELEASE
+        return _FAILURE if self._record_on(error) else _SUCCESS
+
+    def _permit(self, decision: Admission, ctx: CallContext | None) -> int:
+        """The decision's permit, or report the rejection and raise."""
+        if decision.permit is not None:
+            return decision.permit
+        state = decision.state.value
+        self._report(
+            ctx,
+            BreakerRejected,
+            breaker=self._name,
+            state=state,
+            retry_after=decision.retry_after,
+        )
+        raise CircuitOpenError(self._name, decision.retry_after, state)
+
+    def _apply(
+        self, change: Transition | None, ctx: CallContext | None = None
+    ) -> None:
+        """Announce ``change``, if any."""
+        if change is not None:
+            self._announce(change, ctx)
+
+
+def _statistics(
+    cfg: BreakerConfig,
+    rec: BreakerRecord,
+    totals: tuple[int, int, int],
+    retry_after: float | None,
+) -> BreakerStatistics:
+    """Build `BreakerStatistics` from a record and its window's totals."""
+    calls, failures, slow = totals
+    state = rec.state
+    open_state = state in {_OPEN, CircuitState.HALF_OPEN}
+    rated = cfg.keeps_window and calls >= cfg.effective_minimum_calls
+    return BreakerStatistics(
+        state=state,
+        failure_rate=failures / calls if rated else None,
+        slow_call_rate=(
+            slow / calls
+            if rated and cfg.slow_call_duration is not None
+            else None
+        ),
+        calls_in_window=calls,
+        failures_in_window=failures,
+        slow_calls_in_window=slow,
+        consecutive_failures=rec.consecutive_failures,
+        rejected=rec.rejected,
+        opened_at=(
+            rec.opened_at if open_state or state is _FORCED_OPEN else None
+        ),
+        open_until=(
+            rec.opened_at + rec.open_period if state is _OPEN else None
+        ),
+        open_period=rec.open_period if open_state else None,
+        half_open_in_flight=rec.half_open_in_flight,
+        half_open_successes=rec.half_open_successes,
+        retry_after=retry_after,
+    )
 
 
 def _config(

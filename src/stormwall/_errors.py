@@ -9,7 +9,9 @@ The exceptions stormwall raises.
     │   ├── CircuitOpenError                 the breaker is open
     │   ├── RateLimitedError                 the wait would exceed the timeout
     │   └── BulkheadFullError                no concurrency slot in time
-    └── AttemptTimeoutError (also a TimeoutError)
+    ├── AttemptTimeoutError (also a TimeoutError)
+    └── BackendUnavailableError              shared state unreachable, policy
+                                             "raise"
 
 A failure of the user's own function is never wrapped: when retries run out,
 the function's last exception is raised unchanged.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 __all__ = [
     "AttemptTimeoutError",
+    "BackendUnavailableError",
     "BulkheadFullError",
     "CircuitOpenError",
     "ConfigError",
@@ -150,3 +153,25 @@ class AttemptTimeoutError(StormwallError, TimeoutError):
     def __init__(self, timeout: float) -> None:
         super().__init__(f"attempt timed out after {timeout:g}s")
         self.timeout = timeout
+
+
+class BackendUnavailableError(StormwallError):
+    """
+    A shared-state backend (e.g. Redis) could not be reached.
+
+    Raised when the component's ``on_backend_error`` policy is ``"raise"``;
+    the backend's own exception is the ``__cause__``.
+
+    Attributes:
+        component: The limiter's or breaker's name.
+        backend: The backend, e.g. ``"redis"``.
+        operation: What was attempted, e.g. ``"acquire"``.
+    """
+
+    def __init__(self, component: str, backend: str, operation: str) -> None:
+        super().__init__(
+            f"{backend} backend of {component!r} failed during {operation}"
+        )
+        self.component = component
+        self.backend = backend
+        self.operation = operation

@@ -20,6 +20,7 @@ from typing import ClassVar
 __all__ = [
     "AttemptEnded",
     "AttemptStarted",
+    "BackendError",
     "BreakerRejected",
     "BreakerStateChanged",
     "BulkheadAcquired",
@@ -337,4 +338,27 @@ class FallbackUsed(Event):
 
     name: ClassVar[str] = "stormwall.fallback.used"
 
+    error: BaseException
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BackendError(Event):
+    """
+    A shared-state backend (e.g. Redis) failed, and a policy decided.
+
+    Attributes:
+        component: The limiter's or breaker's name.
+        backend: The backend, e.g. ``"redis"``.
+        operation: What was attempted, e.g. ``"acquire"``, ``"admit"``.
+        policy: What was done about it: ``"fail_open"`` (admitted),
+            ``"fail_closed"`` (refused) or ``"raise"``.
+        error: The backend's exception.
+    """
+
+    name: ClassVar[str] = "stormwall.backend.error"
+
+    component: str
+    backend: str
+    operation: str
+    policy: str
     error: BaseException

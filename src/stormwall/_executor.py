@@ -127,6 +127,7 @@ class ExecutorBase:
         self._max_attempts = (
             1 if self._policy is None else self._policy.max_attempts
         )
+        self._check_async_only()
         self._clock = self._bind_components(check_clock("clock", clock))
         buses = [self._bus]
         for _, component in self._components():
@@ -136,6 +137,9 @@ class ExecutorBase:
 
     def _check_timeout(self, timeout: object) -> float | None:
         return _validate.optional_positive("timeout", timeout, seconds=True)
+
+    def _check_async_only(self) -> None:
+        """Refuse components this executor cannot drive (the sync one)."""
 
     def _components(self) -> list[tuple[str, Component]]:
         found: list[tuple[str, Component]] = []
@@ -362,6 +366,21 @@ class ExecutorBase:
 
     # -- decisions ------------------------------------------------------------
 
+    def _retry_wanted(self, attempt: int, error: BaseException | None) -> bool:
+        """
+        Whether the policy would retry this failure.
+
+        That is: attempts are left, and the error is retryable (or the result
+        was rejected). The shells then ask an open breaker before
+        `_retry_delay`: retrying into it is pointless, and asking reports the
+        refusal (BreakerRejected, counted) like any other; its
+        `CircuitOpenError` ends the call, chained to the failure.
+        """
+        policy = self._policy
+        if policy is None or attempt >= self._max_attempts:
+            return False
+        return error is None or policy._retries(error)
+
     def _retry_delay(
         self,
         attempt: int,
@@ -372,25 +391,13 @@ class ExecutorBase:
         ctx: CallContext | None,
     ) -> float | None:
         """
-        Decide on a retry after a failed attempt.
+        Schedule a wanted retry: back-off, deadline, budget.
 
         Returns:
             The back-off delay, or ``None`` to give up with this failure.
-
-        Raises:
-            CircuitOpenError: the breaker opened (or is open): retrying is
-                pointless; chained to the failure by the caller.
         """
         policy = self._policy
-        if policy is None or attempt >= self._max_attempts:
-            return None
-        if error is not None and not policy._retries(error):
-            return None
-        breaker = self._breaker
-        if breaker is not None and breaker._rejecting():
-            # Retrying into an open breaker is pointless: ask it now, so the
-            # refusal is reported (BreakerRejected, counted) like any other.
-            breaker._release(breaker._admit(ctx))
+        assert policy is not None  # noqa: S101 - _retry_wanted checked it
         delay: float = policy._backoff(
             attempt, result if error is None else error, previous
         )

@@ -60,6 +60,20 @@ class ResilientExecutor(ExecutorBase):
 
     __slots__ = ()
 
+    def _check_async_only(self) -> None:
+        # A component whose state lives behind an asyncio client (a Redis
+        # backend built on redis.asyncio) cannot serve a synchronous caller:
+        # refuse it now rather than on the first call.
+        for param, component in self._components():
+            if getattr(component, "_async_only", False) or getattr(
+                component, "_async_store", False
+            ):
+                raise ConfigError(
+                    param,
+                    f"{component.name!r} uses an asyncio client; give it a "
+                    "synchronous client or use AsyncResilientExecutor",
+                )
+
     def _check_timeout(self, timeout: object) -> float | None:
         if timeout is not None:
             raise ConfigError(
@@ -196,9 +210,18 @@ class ResilientExecutor(ExecutorBase):
 
                 # -- retry?
                 try:
-                    delay = self._retry_delay(
-                        attempt, error, rejected_result, started, previous, ctx
-                    )
+                    delay = None
+                    if self._retry_wanted(attempt, error):
+                        if breaker is not None and breaker._rejecting():
+                            breaker._release(breaker._admit(ctx))
+                        delay = self._retry_delay(
+                            attempt,
+                            error,
+                            rejected_result,
+                            started,
+                            previous,
+                            ctx,
+                        )
                 except CircuitOpenError as exc:
                     return cast(
                         "T", self._give_up(ctx, exc, error, attempt, started)

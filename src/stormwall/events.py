@@ -11,6 +11,7 @@ from __future__ import annotations
 from ._events import (
     AttemptEnded,
     AttemptStarted,
+    BackendError,
     BreakerRejected,
     BreakerStateChanged,
     BulkheadAcquired,
@@ -32,6 +33,7 @@ from ._events import (
 __all__ = [
     "AttemptEnded",
     "AttemptStarted",
+    "BackendError",
     "BreakerRejected",
     "BreakerStateChanged",
     "BulkheadAcquired",

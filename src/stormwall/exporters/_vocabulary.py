@@ -331,6 +331,7 @@ DEFAULT_LEVELS: Final[Mapping[str, int | None]] = {
     "stormwall.bulkhead.rejected": logging.WARNING,
     "stormwall.fallback.used": logging.WARNING,
     "stormwall.executor.observed": None,
+    "stormwall.backend.error": logging.ERROR,
 }
 
 _LEVEL_NAMES: Final = {
@@ -417,6 +418,10 @@ _LOG_FIELDS: Final = (
     "waited",
     "bulkhead",
     "in_flight",
+    "component",
+    "backend",
+    "operation",
+    "policy",
 )
 
 

@@ -1,0 +1,48 @@
+"""
+Redis backends: limits that hold across processes, breakers they share.
+
+::
+
+    import redis
+    from stormwall import CircuitBreaker, ResilientExecutor
+    from stormwall.backends.redis import RedisBreakerStore, RedisTokenBucket
+
+    client = redis.Redis.from_url("redis://localhost:6379/0")
+    executor = ResilientExecutor(
+        "users-api",
+        limiter=RedisTokenBucket(client, capacity=10, refill_rate=5),
+        circuit_breaker=CircuitBreaker(
+            "users-api", store=RedisBreakerStore(client)
+        ),
+    )
+
+Every decision is one round trip (a Lua script, loaded once and run with
+``EVALSHA``), timed by the Redis server's clock so hosts may disagree about
+the time; keys are namespaced by ``prefix``, expire when idle, and carry
+Redis Cluster hash tags. ``client`` is a ``redis.Redis`` or a
+``redis.asyncio.Redis`` (use the asyncio one with `AsyncResilientExecutor`).
+When Redis is unreachable, ``on_backend_error`` decides (``"fail_open"``,
+``"fail_closed"`` or ``"raise"``) and a `stormwall.events.BackendError` is
+reported; the next call tries Redis again.
+
+Needs ``pip install 'stormwall[redis]'``.
+"""
+
+from __future__ import annotations
+
+from ._redis_breaker import RedisBreakerStore
+from ._redis_limiters import (
+    BACKEND_RETRY_AFTER,
+    RedisLimiterStatistics,
+    RedisSlidingWindow,
+    RedisTokenBucket,
+)
+
+
+__all__ = [
+    "BACKEND_RETRY_AFTER",
+    "RedisBreakerStore",
+    "RedisLimiterStatistics",
+    "RedisSlidingWindow",
+    "RedisTokenBucket",
+]
