@@ -338,6 +338,7 @@ class CircuitBreaker(Component):
         "_record",
         "_record_on",
         "_shared",
+        "_timed",
     )
 
     def __init__(
@@ -394,8 +395,13 @@ class CircuitBreaker(Component):
         # store client); False for a local breaker.
         self._async_store = False
         if store is not None:
+            # A store gets every duration: what it does with them is its own.
+            self._timed = True
             self._share(store)
             return
+        # Whether outcomes need the call's duration (only the slow-call rule
+        # reads it): the executors skip two clock reads per attempt if not.
+        self._timed = self._config.slow_call_duration is not None
         self._core = BreakerCore(self._config)
         self._record = self._core.record
         # Without a window a closed success only resets the consecutive
@@ -597,8 +603,20 @@ class CircuitBreaker(Component):
         self, permit: object, duration: float, ctx: CallContext | None
     ) -> None:
         """Record a successful call that ran ``duration`` seconds."""
+        rec = self._record
+        # Lock-free fast path: with no window, a current closed success only
+        # zeroes the consecutive count, a no-op when it is zero already. Any
+        # transition racing these reads bumps the generation, so the success
+        # then counts as landing after it (a stale permit: dropped, as the
+        # locked path would); a failure racing them counts as after it too.
+        if (
+            self._plain
+            and not rec.consecutive_failures
+            and rec.state is _CLOSED
+            and permit == rec.generation
+        ):
+            return
         with self._lock:
-            rec = self._record
             if (
                 self._plain
                 and permit == rec.generation

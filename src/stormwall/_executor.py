@@ -42,6 +42,7 @@ from ._events import (
     FallbackUsed,
     RetryBudgetExhausted,
     RetryScheduled,
+    builder,
 )
 from ._limiters import Limiter
 from ._retry import RetryPolicy
@@ -55,6 +56,13 @@ if TYPE_CHECKING:
 _call_ids = itertools.count(1)
 
 C = TypeVar("C")
+
+# The events of every observed call, built by function rather than by class
+# call (no keyword dict per event: see `builder`).
+_call_started = builder(CallStarted)
+_attempt_started = builder(AttemptStarted)
+_attempt_ended = builder(AttemptEnded)
+_call_ended = builder(CallEnded)
 
 
 class ExecutorBase:
@@ -72,6 +80,7 @@ class ExecutorBase:
         "_bus",
         "_buses",
         "_clock",
+        "_dated",
         "_fallback",
         "_limiter",
         "_limiter_timeout",
@@ -79,6 +88,8 @@ class ExecutorBase:
         "_name",
         "_observed_generation",
         "_policy",
+        "_result_test",
+        "_timed",
         "_timeout",
     )
 
@@ -126,6 +137,20 @@ class ExecutorBase:
         self._budget = None if self._policy is None else self._policy.budget
         self._max_attempts = (
             1 if self._policy is None else self._policy.max_attempts
+        )
+        # What a call without a listener needs the clock for (each read is a
+        # call): its start only for a budget or a deadline, its attempts'
+        # durations only for a breaker with a slow-call rule.
+        self._dated = self._budget is not None or (
+            self._policy is not None and self._policy.deadline is not None
+        )
+        self._timed = self._breaker is not None and self._breaker._timed
+        # The result check, or None when no policy judges results (the
+        # policy is frozen): the success path then makes no call for it.
+        self._result_test = (
+            None
+            if self._policy is None or self._policy.retry_on_result is None
+            else self._policy._retries_result
         )
         self._check_async_only()
         self._clock = self._bind_components(check_clock("clock", clock))
@@ -246,7 +271,7 @@ class ExecutorBase:
                 self._announce(ctx)
             if bus.wants(CallStarted):
                 bus.emit(
-                    CallStarted(
+                    _call_started(
                         time=self._clock.now(),
                         executor=self._name,
                         key=key,
@@ -283,7 +308,7 @@ class ExecutorBase:
         ctx.attempt_at = now
         if self._bus.wants(AttemptStarted):
             self._bus.emit(
-                AttemptStarted(
+                _attempt_started(
                     time=now,
                     executor=self._name,
                     key=ctx.key,
@@ -302,7 +327,7 @@ class ExecutorBase:
         ctx.attempt_at = None
         if self._bus.wants(AttemptEnded):
             self._bus.emit(
-                AttemptEnded(
+                _attempt_ended(
                     time=self._clock.now(),
                     executor=self._name,
                     key=ctx.key,
@@ -326,7 +351,7 @@ class ExecutorBase:
         if self._bus.wants(CallEnded):
             now = self._clock.now()
             self._bus.emit(
-                CallEnded(
+                _call_ended(
                     time=now,
                     executor=self._name,
                     key=ctx.key,

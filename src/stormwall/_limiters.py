@@ -340,6 +340,7 @@ class _KeyedLimiter(Limiter):
     __slots__ = (
         "_allowed",
         "_cancelled",
+        "_keys",
         "_lock",
         "_max_cost",
         "_policy",
@@ -380,6 +381,9 @@ class _KeyedLimiter(Limiter):
             policy.new_state, policy.full, max_keys, ttl
         )
         self._shared = None if per_key else policy.new_state()
+        # The store's plain dict (an empty one when bounded): the hot paths
+        # look a key up inline and call the store only on a miss.
+        self._keys = self._store.fast
         self._lock = threading.Lock()
         self._allowed = 0
         self._waited = 0
@@ -417,15 +421,24 @@ class _KeyedLimiter(Limiter):
             and key.__class__ is str
         ):
             cost = self._check(key, cost)
-        with self._lock:
+        # acquire/release, not ``with``: half the cost on CPython 3.11.
+        lock = self._lock
+        lock.acquire()
+        try:
             now = self._clock.now()
             wait = self._policy.admit(
-                self._shared or self._store.get(key, now), now, cost
+                self._shared
+                or self._keys.get(key)
+                or self._store.get(key, now),
+                now,
+                cost,
             )
             if wait:
                 self._rejected += 1
             else:
                 self._allowed += 1
+        finally:
+            lock.release()
         bus = self._explicit_bus or self._bound_bus or default_bus
         if bus._subs:
             if wait:
@@ -436,36 +449,33 @@ class _KeyedLimiter(Limiter):
                 self._emit(None, key, LimiterAllowed, cost=cost)
         return not wait
 
-    def _begin(
-        self, key: str, cost: float, timeout: float | None
-    ) -> tuple[float, _Ticket | None]:
+    def _book(
+        self,
+        state: Any,
+        now: float,
+        cost: float,
+        timeout: float | None,
+        wait: float,
+    ) -> _Ticket | None:
         """
-        Admit, book or refuse under the lock.
+        Book a request that must wait ``wait``, or refuse it (lock held).
 
         Returns:
-            ``(0.0, None)`` admitted; ``(wait, ticket)`` booked;
-            ``(wait, None)`` refused.
+            The ticket to wait on, or ``None`` when refused.
         """
-        with self._lock:
-            now = self._clock.now()
-            state = self._shared or self._store.get(key, now)
-            policy = self._policy
-            wait: float = policy.admit(state, now, cost)
-            if not wait:
-                self._allowed += 1
-                return 0.0, None
-            if (timeout is not None and wait > timeout) or policy.queue_full(
-                state, now
-            ):
-                self._rejected += 1
-                return wait, None
-            at = policy.earliest(state, now, cost, _NEVER)
-            res = policy.take(state, now, cost, at)
-            ticket = _Ticket()
-            ticket.parts.append((self, state, res))
-            res.handle = ticket
-            self._waiting += 1
-            return wait, ticket
+        policy = self._policy
+        if (timeout is not None and wait > timeout) or policy.queue_full(
+            state, now
+        ):
+            self._rejected += 1
+            return None
+        at = policy.earliest(state, now, cost, _NEVER)
+        res = policy.take(state, now, cost, at)
+        ticket = _Ticket()
+        ticket.parts.append((self, state, res))
+        res.handle = ticket
+        self._waiting += 1
+        return ticket
 
     def _acquire(
         self,
@@ -484,12 +494,31 @@ class _KeyedLimiter(Limiter):
             timeout.__class__ in _NUMBERS and timeout >= 0
         ):
             timeout = _check_timeout(timeout)
-        wait, ticket = self._begin(key, cost, timeout)
+        # Admission inline (no helper call, no tuple), and acquire/release
+        # rather than ``with`` (half the cost on CPython 3.11): the hot path.
+        lock = self._lock
+        lock.acquire()
+        try:
+            now = self._clock.now()
+            state = (
+                self._shared
+                or self._keys.get(key)
+                or self._store.get(key, now)
+            )
+            wait: float = self._policy.admit(state, now, cost)
+            if wait:
+                ticket = self._book(state, now, cost, timeout, wait)
+            else:
+                self._allowed += 1
+        finally:
+            lock.release()
         if not wait:
             bus = self._explicit_bus or (
                 ctx.bus if ctx is not None else self._bound_bus or default_bus
             )
-            if bus._subs:
+            # The type too, not just "anybody": an exporter that ignores
+            # LimiterAllowed (the tracer) then costs no call here.
+            if bus._subs and bus.wants(LimiterAllowed):
                 self._emit(ctx, key, LimiterAllowed, cost=cost)
             return 0.0
         if ticket is None:
@@ -518,12 +547,31 @@ class _KeyedLimiter(Limiter):
             timeout.__class__ in _NUMBERS and timeout >= 0
         ):
             timeout = _check_timeout(timeout)
-        wait, ticket = self._begin(key, cost, timeout)
+        # Admission inline (no helper call, no tuple), and acquire/release
+        # rather than ``with`` (half the cost on CPython 3.11): the hot path.
+        lock = self._lock
+        lock.acquire()
+        try:
+            now = self._clock.now()
+            state = (
+                self._shared
+                or self._keys.get(key)
+                or self._store.get(key, now)
+            )
+            wait: float = self._policy.admit(state, now, cost)
+            if wait:
+                ticket = self._book(state, now, cost, timeout, wait)
+            else:
+                self._allowed += 1
+        finally:
+            lock.release()
         if not wait:
             bus = self._explicit_bus or (
                 ctx.bus if ctx is not None else self._bound_bus or default_bus
             )
-            if bus._subs:
+            # The type too, not just "anybody": an exporter that ignores
+            # LimiterAllowed (the tracer) then costs no call here.
+            if bus._subs and bus.wants(LimiterAllowed):
                 self._emit(ctx, key, LimiterAllowed, cost=cost)
             return 0.0
         if ticket is None:

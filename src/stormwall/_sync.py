@@ -115,14 +115,23 @@ class ResilientExecutor(ExecutorBase):
             BulkheadFullError: no concurrency slot within ``max_wait``.
             Exception: ``fn``'s own last exception, when retries ran out.
         """
-        ctx = self._open(key)
+        # `_open` only when it has work (a key to refuse, a listener to
+        # tell): a call without listeners skips it.
+        ctx = None
+        for bus in self._buses:
+            if bus._subs or key.__class__ is not str:
+                ctx = self._open(key)
+                break
         clock = self._clock
         breaker, limiter, bulkhead = (
             self._breaker,
             self._limiter,
             self._bulkhead,
         )
-        started = clock.now()
+        # The clock is read only for what uses the time: events, a budget, a
+        # deadline (`_dated`), a breaker's slow-call rule (`_timed`).
+        started = clock.now() if ctx is not None or self._dated else 0.0
+        timed = ctx is not None or self._timed
         if self._budget is not None:
             self._budget._deposit(started)
         attempt = 0
@@ -159,13 +168,13 @@ class ResilientExecutor(ExecutorBase):
 
                 # -- the call
                 attempt += 1
-                t0 = clock.now()
+                t0 = clock.now() if timed else 0.0
                 try:
                     if ctx is not None:
                         self._attempt_started(ctx, attempt, t0)
                     result = fn(*args, **kwargs)
                 except BaseException as exc:
-                    duration = clock.now() - t0
+                    duration = clock.now() - t0 if timed else 0.0
                     if bulkhead is not None:
                         bulkhead._release(ctx)
                     if not isinstance(exc, Exception):
@@ -180,14 +189,12 @@ class ResilientExecutor(ExecutorBase):
                         breaker._on_failure(permit, exc, duration, ctx)
                     error, rejected_result = exc, None
                 else:
-                    duration = clock.now() - t0
+                    duration = clock.now() - t0 if timed else 0.0
                     if bulkhead is not None:
                         bulkhead._release(ctx)
-                    policy = self._policy
+                    test = self._result_test
                     try:
-                        retry = policy is not None and policy._retries_result(
-                            result
-                        )
+                        retry = test is not None and test(result)
                     except BaseException:
                         if breaker is not None:
                             breaker._release(permit)

@@ -60,6 +60,7 @@ class KeyStore(Generic[S]):
         "_make",
         "evicted",
         "evicted_owing",
+        "fast",
         "get",
         "max_keys",
         "ttl",
@@ -89,6 +90,12 @@ class KeyStore(Generic[S]):
             self._get_plain
             if max_keys is None and ttl is None
             else self._get_bounded
+        )
+        # For callers that inline the look-up: ``fast.get(key)`` is a hit
+        # exactly when `get` would be a bare dict look-up (always a miss
+        # when bounded: the LRU and TTL bookkeeping must run in `get`).
+        self.fast: dict[str, S] = (
+            self._keys if max_keys is None and ttl is None else {}
         )
 
     def _get_plain(self, key: str, now: float) -> S:  # noqa: ARG002

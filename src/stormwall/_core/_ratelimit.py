@@ -79,6 +79,12 @@ class Reservation:
         self.handle: object = None
 
 
+# The queue of a state nobody ever waited on: one shared empty tuple, not a
+# list per key (an empty list is 56 bytes, a third of a key at 1M keys).
+_NO_PENDING: tuple[Reservation, ...] = ()
+_Queue = list[Reservation] | tuple[Reservation, ...]
+
+
 class _State:
     """What every per-key state has: a queue of reservations, a last use."""
 
@@ -86,9 +92,20 @@ class _State:
 
     def __init__(self) -> None:
         # Reservations in booking order (so in non-decreasing ``at``); the
-        # owners remove themselves once served.
-        self.pending: list[Reservation] = []
+        # owners remove themselves once served. A list from the first
+        # booking on (see `_queue`).
+        self.pending: _Queue = _NO_PENDING
         self.used = _NEVER
+
+
+def _queue(state: _State) -> list[Reservation]:
+    """The state's queue as a list, made on the first booking."""
+    pending = state.pending
+    if pending.__class__ is list:
+        return pending
+    queue: list[Reservation] = list(pending)
+    state.pending = queue
+    return queue
 
 
 class BucketState(_State):
@@ -97,7 +114,9 @@ class BucketState(_State):
     __slots__ = ("tat",)
 
     def __init__(self) -> None:
-        super().__init__()
+        # `_State.__init__` inlined: one call less per new key.
+        self.pending = _NO_PENDING
+        self.used = _NEVER
         self.tat = _NEVER
 
 
@@ -195,7 +214,11 @@ class _Replay:
         """Forget a served reservation (its cost stays charged)."""
         pending = state.pending
         if res in pending:
-            pending.remove(res)
+            queue = _queue(state)
+            queue.remove(res)
+            if not queue:
+                # Back to the shared empty queue: memory stays flat per key.
+                state.pending = _NO_PENDING
 
 
 class _BucketPolicy(_Replay):
@@ -271,7 +294,7 @@ class _BucketPolicy(_Replay):
         res = Reservation(at, cost, at if pinned else _NEVER)
         res.tat_before = tat
         state.tat = max(tat, at) + span
-        state.pending.append(res)
+        _queue(state).append(res)
         return res
 
     def _book(self, state: BucketState, now: float, res: Reservation) -> None:
@@ -279,12 +302,13 @@ class _BucketPolicy(_Replay):
         res.at = self.earliest(state, now, res.cost, res.not_before)
         res.tat_before = tat
         state.tat = max(tat, res.at) + res.cost / self.rate
-        state.pending.append(res)
+        _queue(state).append(res)
 
     def _unbook(self, state: BucketState, i: int) -> list[Reservation]:
         """Take back the reservations from index ``i`` on (newest last)."""
-        items = state.pending[i:]
-        del state.pending[i:]
+        pending = _queue(state)
+        items = pending[i:]
+        del pending[i:]
         state.tat = items[0].tat_before
         return items
 
@@ -315,6 +339,22 @@ class TokenBucketPolicy(_BucketPolicy):
     def _ready(self, tat: float, span: float) -> float:
         # Conformant once the debt left after taking ``span`` fits in tau.
         return tat + span - self.tau
+
+    def admit(self, state: BucketState, now: float, cost: float) -> float:
+        """
+        Take ``cost`` at once and return 0.0, or return the wait (untouched).
+        """
+        # `_BucketPolicy.admit` with `_ready` inlined (same float operations
+        # in the same order): one call less on the limiters' hot path.
+        span = cost / self.rate
+        tat = state.tat
+        pending = state.pending
+        if tat + span - self.tau - now <= SLACK and (
+            not pending or pending[-1].at <= now
+        ):
+            state.tat = (tat if tat > now else now) + span  # noqa: FURB136
+            return 0.0
+        return self.earliest(state, now, cost, _NEVER) - now
 
     def tokens(self, state: BucketState, now: float) -> float:
         """The tokens available at ``now`` (negative while owing)."""
@@ -443,12 +483,13 @@ class SlidingWindowPolicy(_Replay):
     def _append(self, state: WindowState, res: Reservation) -> None:
         state.entries.append([res.at + self.window, res.cost])
         state.total += res.cost
-        state.pending.append(res)
+        _queue(state).append(res)
 
     def _unbook(self, state: WindowState, i: int) -> list[Reservation]:
         """Take back the reservations from index ``i`` on (newest last)."""
-        items = state.pending[i:]
-        del state.pending[i:]
+        pending = _queue(state)
+        items = pending[i:]
+        del pending[i:]
         # Nothing was admitted at once since the first of them was booked
         # (it was queued, and newcomers queue behind it): their rows are the
         # newest. Drop them from the end.
@@ -481,8 +522,8 @@ class SlidingWindowPolicy(_Replay):
 
 def release_all(state: _State, now: float) -> list[Reservation]:
     """Make every queued reservation due now; return them to notify."""
-    served = state.pending
-    state.pending = []
+    served = list(state.pending)
+    state.pending = _NO_PENDING
     for res in served:
         res.at = min(res.at, now)
     return served
