@@ -1,4 +1,11 @@
-"""ns per EventBus.emit with 0 and 1 subscribers, and the cost of wants()."""
+"""
+ns per EventBus.emit with 0 and 1 subscribers, and the cost of wants().
+
+Standalone quick look, not run by ``make bench``: the comparative,
+interleaved run against the peers is ``bench/run.py`` (its cases live in
+``bench/cases/``; results in docs/performance.md). Run this one with
+``python bench/bench_bus.py`` in any venv that has stormwall[all].
+"""
 
 from __future__ import annotations
 

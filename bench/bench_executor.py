@@ -1,6 +1,11 @@
 """
 Success-path ns per run() with breaker + token bucket + retry, sync and async,
 with no subscriber and with one no-op subscriber.
+
+Standalone quick look, not run by ``make bench``: the comparative,
+interleaved run against the peers is ``bench/run.py`` (its cases live in
+``bench/cases/``; results in docs/performance.md). Run this one with
+``python bench/bench_executor.py`` in any venv that has stormwall[all].
 """
 
 from __future__ import annotations

@@ -6,6 +6,11 @@ A successful call logs two DEBUG lines (attempt ended, call ended). Two cases
 each: the logger filters DEBUG out (the production default: the exporter
 must cost little more than the level check), and DEBUG enabled with output
 going to /dev/null (what a line really costs).
+
+Standalone quick look, not run by ``make bench``: the comparative,
+interleaved run against the peers is ``bench/run.py`` (its cases live in
+``bench/cases/``; results in docs/performance.md). Run this one with
+``python bench/bench_exporters_logs.py`` in any venv that has stormwall[all].
 """
 
 from __future__ import annotations

@@ -5,6 +5,11 @@ counter adds cost when written by hand against the same SDK.
 
 Reported, not asserted. The span exporter does nothing, so the numbers are
 the instrumentation's cost, not a backend's.
+
+Standalone quick look, not run by ``make bench``: the comparative,
+interleaved run against the peers is ``bench/run.py`` (its cases live in
+``bench/cases/``; results in docs/performance.md). Run this one with
+``python bench/bench_exporters_otel.py`` in any venv that has stormwall[all].
 """
 
 from __future__ import annotations

@@ -7,6 +7,12 @@ counter increments (call, attempt, limiter allowed) and 2 histogram
 observations (call and attempt duration); "raw" measures exactly those on
 pre-resolved children, so the difference is the exporter's own overhead
 (event building, bus dispatch, label look-ups).
+
+Standalone quick look, not run by ``make bench``: the comparative,
+interleaved run against the peers is ``bench/run.py`` (its cases live
+in ``bench/cases/``; results in docs/performance.md). Run this one
+with ``python bench/bench_exporters_prometheus.py`` in any venv that has
+stormwall[all].
 """
 
 from __future__ import annotations

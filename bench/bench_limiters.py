@@ -3,11 +3,18 @@ Micro-benchmarks of the limiters' and bulkhead's success paths.
 
 Run: ``python bench/bench_limiters.py``. Prints ns/op for the hot paths with
 no subscriber and with one subscriber (a no-op handler) on an explicit bus.
+
+Standalone quick look, not run by ``make bench``: the comparative,
+interleaved run against the peers is ``bench/run.py`` (its cases live in
+``bench/cases/``; results in docs/performance.md). Run this one with
+``python bench/bench_limiters.py`` in any venv that has stormwall[all].
 """
 
 from __future__ import annotations
 
+import gc
 import timeit
+import tracemalloc
 
 from stormwall import (
     Bulkhead,
@@ -31,6 +38,23 @@ def ns_per_op(stmt, number=N, repeat=5):
 
 def report(label, stmt):
     print(f"{label:<52} {ns_per_op(stmt):8.0f} ns/op")
+
+
+def bytes_per_key(n=1_000_000):
+    """Memory a keyed TokenBucket holds per live key (keys not counted)."""
+    keys = [f"user-{i}" for i in range(n)]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        tb = TokenBucket(1e9, 1e9)
+        before = tracemalloc.get_traced_memory()[0]
+        for key in keys:
+            tb.try_acquire(key)
+        gc.collect()
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    return (after - before) / n
 
 
 def main():
@@ -77,6 +101,10 @@ def main():
         report(f"Bulkhead _acquire + _release {tag}", bulkhead_cycle)
     # The loop overhead of calling a lambda, to subtract by eye.
     report("(empty lambda call, for reference)", lambda: None)
+    print(
+        f"{'TokenBucket memory at 1M keys (key strings excluded)':<52} "
+        f"{bytes_per_key():8.0f} bytes/key"
+    )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,12 @@ Every case decides on one key with a limit too large to be reached, so the
 admit path is measured: one client, one thread, round trips on loopback.
 Peers that are not installed are skipped. Numbers are reported, never
 asserted; compare ratios within one run.
+
+Standalone quick look, not run by ``make bench``: the comparative,
+interleaved run against the peers is ``bench/run.py`` (its cases live
+in ``bench/cases/``; results in docs/performance.md). Run this one
+with ``python bench/bench_redis.py`` in any venv that has
+stormwall[all] and the peers.
 """
 
 from __future__ import annotations
