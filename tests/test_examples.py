@@ -104,3 +104,19 @@ def test_retry_storm_suite() -> None:
 
     assert 0 == result.returncode, result.stdout + result.stderr
     assert "4 passed" in result.stdout
+
+
+@needs("httpx", "starlette")
+def test_http_integrations() -> None:
+    """The transport retries and then fails fast; the middleware answers 429
+    with the IETF headers, per client address."""
+    result = run(str(EXAMPLES / "http_integrations.py"))
+
+    assert 0 == result.returncode, result.stderr
+    out = result.stdout
+    assert "-> 200 hello" in out
+    assert "-> 503 after retries ran out" in out
+    assert "-> CircuitOpenError: circuit 'upstream' is open" in out
+    assert '10.0.0.1 request 4: 429 Retry-After=2 RateLimit="api";r=0' in out
+    assert '10.0.0.2 request 1: 200 RateLimit="api";r=2' in out
+    assert "" == result.stderr

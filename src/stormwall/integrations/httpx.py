@@ -1,0 +1,658 @@
+"""
+httpx transports that run every request through a stormwall executor.
+
+Needs ``pip install 'stormwall[httpx]'``::
+
+    import httpx
+    from stormwall.integrations.httpx import ResilientTransport
+
+    client = httpx.Client(transport=ResilientTransport())
+
+`ResilientTransport` (sync) and `AsyncResilientTransport` (asyncio) wrap any
+httpx transport (default: ``httpx.HTTPTransport()`` /
+``httpx.AsyncHTTPTransport()``) and send each request through a
+`ResilientExecutor` / `AsyncResilientExecutor`:
+
+- **What is retried.** Only methods in ``retry_methods`` (the idempotent
+  ones by default) whose body can be replayed: the request's stream is a
+  ``httpx.ByteStream`` (``content=bytes``, ``json=``, ``data=`` without
+  files, no body, or a body already ``read()``). A generator or file body,
+  or a multipart upload, is sent once. Retryable outcomes: the transport
+  errors in `RETRYABLE_ERRORS` (connection, read and write failures and
+  timeouts, a connection dropped mid-response) and the statuses in
+  ``retry_statuses`` (429, 502, 503, 504 by default). ``PoolTimeout`` is
+  not retried: it is local congestion, not an upstream failure.
+- **Requests that are not retried** still pass the breaker, the limiter and
+  the bulkhead: they run through a second executor built from the same
+  components without a retry policy.
+- **Retry-After.** A retryable response's ``Retry-After`` (delta-seconds or
+  an HTTP-date) replaces the computed back-off, clamped to the policy's
+  ``max_delay`` (see `retry_after_hint`). An HTTP-date is an absolute wall
+  clock time, so it is measured against ``datetime.now(UTC)``, not the
+  executor's clock.
+- **Responses.** A retryable response is read (raw bytes) and closed before
+  the next attempt, so no pooled connection leaks. When retries run out,
+  the caller gets that last response back, rebuilt from the stored status,
+  headers and body: a normal, readable ``httpx.Response``.
+- **Keys.** The limiter key is the request's host (``host:port`` for a
+  non-default port); pass ``key=`` to change it. The default executor's
+  circuit breaker is one per transport: use one transport per upstream if
+  you want one breaker per host.
+- **Breaker.** `http_circuit_breaker` records transport failures and
+  retryable statuses except 429: a throttling server is alive.
+
+Tracing: with `stormwall.exporters.otel.TracingExporter` attached, each
+attempt span gets ``http.request.method``, ``server.address``,
+``server.port`` and, on resends, ``http.request.resend_count`` (OTel HTTP
+semantic conventions). To nest httpx's own client span under the attempt
+span, instrument the *inner* transport, e.g.
+``ResilientTransport(SyncOpenTelemetryTransport(httpx.HTTPTransport()))``,
+or call ``HTTPXClientInstrumentor().instrument()`` (which instruments
+``httpx.HTTPTransport`` itself). ``instrument_client(client)`` wraps the
+client's transport, that is this one, so its span would be the *parent*
+of the attempt spans instead.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, Final
+
+
+try:
+    import httpx
+except ImportError:  # pragma: no cover - exercised without the extra
+    raise ImportError(
+        "stormwall.integrations.httpx needs httpx: "
+        "pip install 'stormwall[httpx]'"
+    ) from None
+
+from stormwall import (
+    AsyncResilientExecutor,
+    CircuitBreaker,
+    ConfigError,
+    ResilientExecutor,
+    RetryPolicy,
+)
+
+
+try:
+    from opentelemetry import trace as otel_trace
+
+    _TRACING = True
+except ImportError:  # pragma: no cover - tracing is optional
+    _TRACING = False
+
+
+__all__ = [
+    "DEFAULT_RETRY_METHODS",
+    "DEFAULT_RETRY_STATUSES",
+    "RETRYABLE_ERRORS",
+    "AsyncResilientTransport",
+    "ResilientTransport",
+    "RetryableStatus",
+    "host_key",
+    "http_circuit_breaker",
+    "http_retry_policy",
+    "is_retryable",
+    "is_upstream_failure",
+    "retry_after_hint",
+]
+
+DEFAULT_RETRY_METHODS: Final = frozenset(
+    {"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"}
+)
+DEFAULT_RETRY_STATUSES: Final = frozenset({429, 502, 503, 504})
+
+RETRYABLE_ERRORS: Final[tuple[type[httpx.TransportError], ...]] = (
+    httpx.NetworkError,  # ConnectError, ReadError, WriteError, CloseError
+    httpx.ConnectTimeout,
+    httpx.ReadTimeout,
+    httpx.WriteTimeout,
+    httpx.RemoteProtocolError,
+)
+
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+
+
+class RetryableStatus(Exception):  # noqa: N818 - an outcome, not a bug
+    """
+    A response whose status is retryable, read and closed.
+
+    Raised inside the executor so the retry policy and the breaker see the
+    outcome; the transport catches it and returns `to_response` when
+    retries run out. Build your own policy with `is_retryable` and
+    `retry_after_hint` to keep this behaviour.
+
+    Attributes:
+        status_code: The response's status.
+        headers: Its headers.
+        content: Its raw (still encoded) body.
+        retry_after: Seconds from its ``Retry-After`` header, or ``None``.
+    """
+
+    def __init__(self, response: httpx.Response, content: bytes) -> None:
+        super().__init__(f"HTTP {response.status_code}")
+        self.status_code = response.status_code
+        self.headers = response.headers
+        self.content = content
+        self.retry_after = parse_retry_after(
+            response.headers.get("Retry-After")
+        )
+        self._extensions: dict[str, Any] = {
+            name: response.extensions[name]
+            for name in ("http_version", "reason_phrase")
+            if name in response.extensions
+        }
+
+    def to_response(self, request: httpx.Request) -> httpx.Response:
+        """
+        A readable response equal to the one that was closed.
+
+        Args:
+            request: The request it answers.
+        """
+        return httpx.Response(
+            self.status_code,
+            headers=self.headers,
+            stream=httpx.ByteStream(self.content),
+            request=request,
+            extensions=dict(self._extensions),
+        )
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """
+    Seconds to wait from a ``Retry-After`` header value.
+
+    Args:
+        value: Delta-seconds (``"120"``) or an HTTP-date; ``None`` when the
+            header is absent.
+
+    Returns:
+        Seconds (0 for a date in the past), or ``None`` when absent or
+        unparseable.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(int(value))
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    seconds = (when - datetime.now(UTC)).total_seconds()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def is_retryable(error: BaseException) -> bool:
+    """
+    Whether an attempt's exception should be retried.
+
+    Args:
+        error: The exception the attempt raised.
+
+    Returns:
+        ``True`` for a `RetryableStatus` or one of `RETRYABLE_ERRORS`.
+    """
+    return isinstance(error, (RetryableStatus, *RETRYABLE_ERRORS))
+
+
+def is_upstream_failure(error: BaseException) -> bool:
+    """
+    Whether an attempt's exception counts against the circuit breaker.
+
+    Args:
+        error: The exception the attempt raised.
+
+    Returns:
+        ``True`` for transport failures and retryable statuses, except 429
+        (the server is alive and asks us to slow down).
+    """
+    if isinstance(error, RetryableStatus):
+        return error.status_code != 429
+    return isinstance(error, RETRYABLE_ERRORS)
+
+
+def _is_throttled(error: BaseException) -> bool:
+    return isinstance(error, RetryableStatus) and error.status_code == 429
+
+
+def retry_after_hint(error: object) -> float | None:
+    """
+    The ``Retry-After`` seconds of a `RetryableStatus`, for ``retry_after=``.
+
+    Args:
+        error: What failed the attempt.
+
+    Returns:
+        The server's hint, or ``None`` (use the computed back-off).
+    """
+    if isinstance(error, RetryableStatus):
+        return error.retry_after
+    return None
+
+
+def http_retry_policy(**overrides: Any) -> RetryPolicy:
+    """
+    A `RetryPolicy` for HTTP: retryable errors and statuses, Retry-After.
+
+    Args:
+        overrides: Any `RetryPolicy` argument (e.g. ``max_delay=30``);
+            defaults are ``max_attempts=3``, ``base_delay=0.1``,
+            ``max_delay=10.0``, ``retry_on=is_retryable`` and
+            ``retry_after=retry_after_hint``.
+    """
+    options: dict[str, Any] = {
+        "max_attempts": 3,
+        "base_delay": 0.1,
+        "max_delay": 10.0,
+        "retry_on": is_retryable,
+        "retry_after": retry_after_hint,
+    }
+    options.update(overrides)
+    return RetryPolicy(**options)
+
+
+def http_circuit_breaker(
+    name: str = "httpx", **overrides: Any
+) -> CircuitBreaker:
+    """
+    A `CircuitBreaker` that counts upstream failures but not 429s.
+
+    Args:
+        name: The breaker's name.
+        overrides: Any `CircuitBreaker` argument; defaults are
+            ``record_on=is_upstream_failure`` and ignoring 429.
+    """
+    options: dict[str, Any] = {
+        "record_on": is_upstream_failure,
+        "ignore_on": _is_throttled,
+    }
+    options.update(overrides)
+    return CircuitBreaker(name, **options)
+
+
+def host_key(request: httpx.Request) -> str:
+    """
+    The default limiter key: the host, with the port when not the default.
+
+    Args:
+        request: The request being sent.
+    """
+    url = request.url
+    port = url.port
+    return url.host if port is None else f"{url.host}:{port}"
+
+
+def _methods(value: object) -> frozenset[str]:
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise ConfigError(
+            "retry_methods",
+            "expected a collection of method names, got "
+            f"{type(value).__name__}",
+        )
+    methods = set()
+    for method in value:
+        if not isinstance(method, str) or not method:
+            raise ConfigError(
+                "retry_methods", f"expected method names, got {method!r}"
+            )
+        methods.add(method.upper())
+    return frozenset(methods)
+
+
+def _statuses(value: object) -> frozenset[int]:
+    if not isinstance(value, Iterable) or isinstance(value, str | bytes):
+        raise ConfigError(
+            "retry_statuses",
+            "expected a collection of status codes, got "
+            f"{type(value).__name__}",
+        )
+    statuses = set()
+    for status in value:
+        if (
+            isinstance(status, bool)
+            or not isinstance(status, int)
+            or not 100 <= status <= 599
+        ):
+            raise ConfigError(
+                "retry_statuses",
+                f"expected status codes in [100, 599], got {status!r}",
+            )
+        statuses.add(status)
+    return frozenset(statuses)
+
+
+def _key_function(
+    key: Callable[[httpx.Request], str] | None,
+) -> Callable[[httpx.Request], str]:
+    if key is None:
+        return host_key
+    if not callable(key):
+        raise ConfigError(
+            "key",
+            "expected a function of the request returning a str, got "
+            f"{type(key).__name__}",
+        )
+    return key
+
+
+def _replayable(request: httpx.Request) -> bool:
+    """Whether the body can be sent again: fully in memory."""
+    return isinstance(request.stream, httpx.ByteStream)
+
+
+def _raw(response: httpx.Response) -> bytes:
+    """The body as sent (still content-encoded), read to the end."""
+    stream = response.stream
+    # A response built in memory (MockTransport, a test double) was read
+    # at construction; its in-memory stream can be iterated again.
+    if isinstance(stream, httpx.ByteStream):
+        return b"".join(stream)
+    return b"".join(response.iter_raw())
+
+
+def _current_span() -> object:
+    if not _TRACING:  # pragma: no cover - tracing is optional
+        return None
+    return otel_trace.get_current_span()
+
+
+def _annotate(outer: object, request: httpx.Request, attempt: int) -> None:
+    """Put the HTTP attributes on the attempt span, if one is current."""
+    if not _TRACING:  # pragma: no cover - tracing is optional
+        return
+    span = otel_trace.get_current_span()
+    # The span current outside the executor is the caller's (say a server
+    # span): only a span the executor made current is ours to annotate.
+    if span is outer or not span.is_recording():
+        return
+    url = request.url
+    span.set_attribute("http.request.method", request.method)
+    span.set_attribute("server.address", url.host)
+    port = url.port or _DEFAULT_PORTS.get(url.scheme)
+    if port is not None:
+        span.set_attribute("server.port", port)
+    if attempt > 1:
+        span.set_attribute("http.request.resend_count", attempt - 1)
+
+
+class _Options:
+    """What both transports validate and keep."""
+
+    __slots__ = ("_key", "_retry_methods", "_retry_statuses")
+
+    def __init__(
+        self,
+        retry_methods: Iterable[str],
+        retry_statuses: Iterable[int],
+        key: Callable[[httpx.Request], str] | None,
+    ) -> None:
+        self._retry_methods = _methods(retry_methods)
+        self._retry_statuses = _statuses(retry_statuses)
+        self._key = _key_function(key)
+
+    def _retries(self, request: httpx.Request) -> bool:
+        return request.method in self._retry_methods and _replayable(request)
+
+
+class ResilientTransport(httpx.BaseTransport):
+    """
+    A sync httpx transport that retries, throttles and fails fast.
+
+    Args:
+        transport: The transport that sends (default
+            ``httpx.HTTPTransport()``); closed by `close`.
+        executor: The pipeline (default: `http_retry_policy` and
+            `http_circuit_breaker`, no limiter). Give its policy
+            ``retry_on=is_retryable`` and ``retry_after=retry_after_hint``
+            (or use `http_retry_policy`) to retry statuses and honour
+            ``Retry-After``.
+        retry_methods: Methods that may be retried.
+        retry_statuses: Statuses that are retried (and, through the
+            breaker's classifier, may count as failures).
+        key: ``key(request) -> str``, the limiter key (default `host_key`).
+
+    Raises:
+        ConfigError: a parameter outside its domain (an async transport or
+            executor included).
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        transport: httpx.BaseTransport | None = None,
+        *,
+        executor: ResilientExecutor | None = None,
+        retry_methods: Iterable[str] = DEFAULT_RETRY_METHODS,
+        retry_statuses: Iterable[int] = DEFAULT_RETRY_STATUSES,
+        key: Callable[[httpx.Request], str] | None = None,
+    ) -> None:
+        if transport is not None and not isinstance(
+            transport, httpx.BaseTransport
+        ):
+            raise ConfigError(
+                "transport",
+                "expected an httpx.BaseTransport (use AsyncResilientTransport "
+                f"for async transports), got {type(transport).__name__}",
+            )
+        if executor is None:
+            executor = ResilientExecutor(
+                "httpx",
+                retry_policy=http_retry_policy(),
+                circuit_breaker=http_circuit_breaker(),
+            )
+        elif not isinstance(executor, ResilientExecutor):
+            raise ConfigError(
+                "executor",
+                "expected a ResilientExecutor (use AsyncResilientTransport "
+                f"with an async executor), got {type(executor).__name__}",
+            )
+        self._options = _Options(retry_methods, retry_statuses, key)
+        self._executor = executor
+        self._once = (
+            executor
+            if executor.retry_policy is None
+            else ResilientExecutor(
+                executor.name,
+                limiter=executor.limiter,
+                circuit_breaker=executor.circuit_breaker,
+                bulkhead=executor.bulkhead,
+                limiter_timeout=executor._limiter_timeout,
+                fallback=executor._fallback,
+                clock=executor.clock,
+                bus=executor.bus,
+            )
+        )
+        self._transport = (
+            httpx.HTTPTransport() if transport is None else transport
+        )
+
+    @property
+    def executor(self) -> ResilientExecutor:
+        """The executor retried requests run through."""
+        return self._executor
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """
+        Send ``request`` through the executor.
+
+        Args:
+            request: The request.
+
+        Returns:
+            The response: the first that is not retryable, or the last one
+            when retries ran out.
+
+        Raises:
+            httpx.TransportError: the last transport error, retries spent.
+            CircuitOpenError: the breaker is open.
+            RateLimitedError: the limiter refused within its timeout.
+        """
+        options = self._options
+        executor = self._executor if options._retries(request) else self._once
+        statuses = options._retry_statuses
+        inner = self._transport
+        outer = _current_span()
+        attempts = 0
+
+        def send() -> httpx.Response:
+            nonlocal attempts
+            attempts += 1
+            _annotate(outer, request, attempts)
+            response = inner.handle_request(request)
+            if response.status_code not in statuses:
+                return response
+            try:
+                content = _raw(response)
+            finally:
+                response.close()
+            raise RetryableStatus(response, content)
+
+        try:
+            return executor.run(options._key(request), send)
+        except RetryableStatus as exc:
+            return exc.to_response(request)
+
+    def close(self) -> None:
+        """Close the wrapped transport."""
+        self._transport.close()
+
+
+class AsyncResilientTransport(httpx.AsyncBaseTransport):
+    """
+    An asyncio httpx transport that retries, throttles and fails fast.
+
+    The twin of `ResilientTransport`, with an `AsyncResilientExecutor`
+    (whose per-attempt ``timeout`` applies) and
+    ``httpx.AsyncHTTPTransport()`` by default.
+
+    Args:
+        transport: The transport that sends; closed by `aclose`.
+        executor: The pipeline (default as for `ResilientTransport`).
+        retry_methods: Methods that may be retried.
+        retry_statuses: Statuses that are retried.
+        key: ``key(request) -> str``, the limiter key (default `host_key`).
+
+    Raises:
+        ConfigError: a parameter outside its domain (a sync transport or
+            executor included).
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        executor: AsyncResilientExecutor | None = None,
+        retry_methods: Iterable[str] = DEFAULT_RETRY_METHODS,
+        retry_statuses: Iterable[int] = DEFAULT_RETRY_STATUSES,
+        key: Callable[[httpx.Request], str] | None = None,
+    ) -> None:
+        if transport is not None and not isinstance(
+            transport, httpx.AsyncBaseTransport
+        ):
+            raise ConfigError(
+                "transport",
+                "expected an httpx.AsyncBaseTransport (use ResilientTransport "
+                f"for sync transports), got {type(transport).__name__}",
+            )
+        if executor is None:
+            executor = AsyncResilientExecutor(
+                "httpx",
+                retry_policy=http_retry_policy(),
+                circuit_breaker=http_circuit_breaker(),
+            )
+        elif not isinstance(executor, AsyncResilientExecutor):
+            raise ConfigError(
+                "executor",
+                "expected an AsyncResilientExecutor (use ResilientTransport "
+                f"with a sync executor), got {type(executor).__name__}",
+            )
+        self._options = _Options(retry_methods, retry_statuses, key)
+        self._executor = executor
+        self._once = (
+            executor
+            if executor.retry_policy is None
+            else AsyncResilientExecutor(
+                executor.name,
+                limiter=executor.limiter,
+                circuit_breaker=executor.circuit_breaker,
+                bulkhead=executor.bulkhead,
+                timeout=executor._timeout,
+                limiter_timeout=executor._limiter_timeout,
+                fallback=executor._fallback,
+                clock=executor.clock,
+                bus=executor.bus,
+            )
+        )
+        self._transport = (
+            httpx.AsyncHTTPTransport() if transport is None else transport
+        )
+
+    @property
+    def executor(self) -> AsyncResilientExecutor:
+        """The executor retried requests run through."""
+        return self._executor
+
+    async def handle_async_request(
+        self, request: httpx.Request
+    ) -> httpx.Response:
+        """
+        Send ``request`` through the executor.
+
+        Args:
+            request: The request.
+
+        Returns:
+            The response: the first that is not retryable, or the last one
+            when retries ran out.
+
+        Raises:
+            httpx.TransportError: the last transport error, retries spent.
+            CircuitOpenError: the breaker is open.
+            RateLimitedError: the limiter refused within its timeout.
+        """
+        options = self._options
+        executor = self._executor if options._retries(request) else self._once
+        statuses = options._retry_statuses
+        inner = self._transport
+        outer = _current_span()
+        attempts = 0
+
+        async def send() -> httpx.Response:
+            nonlocal attempts
+            attempts += 1
+            _annotate(outer, request, attempts)
+            response = await inner.handle_async_request(request)
+            if response.status_code not in statuses:
+                return response
+            try:
+                stream = response.stream
+                if isinstance(stream, httpx.ByteStream):
+                    content = b"".join(stream)
+                else:
+                    content = b"".join(
+                        [part async for part in response.aiter_raw()]
+                    )
+            finally:
+                await response.aclose()
+            raise RetryableStatus(response, content)
+
+        try:
+            return await executor.run(options._key(request), send)
+        except RetryableStatus as exc:
+            return exc.to_response(request)
+
+    async def aclose(self) -> None:
+        """Close the wrapped transport."""
+        await self._transport.aclose()
