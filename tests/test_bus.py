@@ -272,3 +272,39 @@ class TestDefaultBus:
         bus.subscribe(print).close()
 
         assert before + 1 == bus.statistics().generation
+
+
+class TestRoutes:
+    def test_routes_call_one_handler_per_type(self):
+        """A routed subscription delivers each type to its own handler, the
+        most specific subscribed base winning, and closes as one."""
+        bus = EventBus()
+        seen = []
+        sub = bus._subscribe_routes(
+            {
+                CallStarted: lambda e: seen.append(("started", e.call_id)),
+                Event: lambda e: seen.append(("other", e.name)),
+            }
+        )
+
+        bus.emit(started(1))
+        bus.emit(ended())
+        sub.close()
+        bus.emit(started(2))
+
+        assert [("started", 1), ("other", "stormwall.call.ended")] == seen
+        assert bus.wants(CallStarted) is False
+
+    def test_routed_errors_reported_once_per_subscription(self, caplog):
+        """Several failing routes of one subscription are logged once."""
+        bus = EventBus()
+        bus._subscribe_routes(
+            {CallStarted: lambda e: 1 / 0, CallEnded: lambda e: {}["x"]}
+        )
+
+        with caplog.at_level(logging.ERROR, logger="stormwall"):
+            bus.emit(started())
+            bus.emit(ended())
+
+        assert 1 == len(caplog.records)
+        assert 2 == bus.statistics().handler_errors

@@ -807,29 +807,27 @@ class _SharedCircuitBreaker(CircuitBreaker):
             self._config, snap.record, snap.totals, snap.retry_after
         )
 
-    async def force_open_async(self) -> None:
-        """`force_open`, awaiting the store."""
+    async def _operate_async(
+        self, operation: str, blocking: Callable[[], None]
+    ) -> None:
+        """An operator action, awaited on an asyncio store."""
         shared = self._shared
         if not shared.is_async:
-            self.force_open()
+            blocking()
             return
-        self._apply(await shared.operate_async("force_open", None))
+        self._apply(await shared.operate_async(operation, None))
+
+    async def force_open_async(self) -> None:
+        """`force_open`, awaiting the store."""
+        await self._operate_async("force_open", self.force_open)
 
     async def disable_async(self) -> None:
         """`disable`, awaiting the store."""
-        shared = self._shared
-        if not shared.is_async:
-            self.disable()
-            return
-        self._apply(await shared.operate_async("disable", None))
+        await self._operate_async("disable", self.disable)
 
     async def reset_async(self) -> None:
         """`reset`, awaiting the store."""
-        shared = self._shared
-        if not shared.is_async:
-            self.reset()
-            return
-        self._apply(await shared.operate_async("reset", None))
+        await self._operate_async("reset", self.reset)
 
     async def statistics_async(self) -> BreakerStatistics:
         """`statistics`, awaiting the store."""

@@ -32,6 +32,7 @@ from ._events import Event
 
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from types import TracebackType
     from typing import Self
 
@@ -77,17 +78,21 @@ class Subscription:
     A handle on one subscription; `close` (or leaving ``with``) ends it.
     """
 
-    __slots__ = ("_bus", "event_types", "handler")
+    __slots__ = ("_bus", "event_types", "handler", "routes")
 
     def __init__(
         self,
         bus: EventBus,
         handler: Handler,
         event_types: tuple[type[Event], ...],
+        routes: Mapping[type[Event], Handler] | None = None,
     ) -> None:
         self._bus: EventBus | None = bus
         self.handler = handler
         self.event_types = event_types
+        # One handler per event type (see EventBus._subscribe_routes); the
+        # bus then calls the right one directly, no dispatch of our own.
+        self.routes = routes
 
     @property
     def active(self) -> bool:
@@ -131,6 +136,9 @@ class EventBus:
         self._cache: dict[type[Event], tuple[Handler, ...]] = {}
         self._errors = 0
         self._reported: set[int] = set()
+        # A routed subscription's handlers report their errors as one
+        # handler: id(route handler) -> id(the subscription's handler).
+        self._owners: dict[int, int] = {}
         self.generation = 0
 
     def subscribe(
@@ -168,10 +176,50 @@ class EventBus:
             self.generation += 1
         return sub
 
+    def _subscribe_routes(
+        self, routes: Mapping[type[Event], Handler]
+    ) -> Subscription:
+        """
+        Subscribe one handler per event type, in one subscription.
+
+        The bus resolves each concrete event type to its route once (the
+        most specific subscribed base wins), so an exporter handling many
+        types pays no dispatch of its own per event.
+        """
+        routes = dict(routes)
+        for t, handler in routes.items():
+            if not (isinstance(t, type) and issubclass(t, Event)):  # type: ignore[redundant-expr]
+                raise ConfigError(
+                    "event_types", f"{t!r} is not an Event subclass"
+                )
+            if not callable(handler):
+                raise ConfigError(
+                    "handler",
+                    f"expected a callable, got {type(handler).__name__}",
+                )
+
+        def route(event: Any) -> object:
+            for base in type(event).__mro__:
+                handler = routes.get(base)
+                if handler is not None:
+                    return handler(event)
+            return None
+
+        sub = Subscription(self, route, tuple(routes), routes)
+        with self._lock:
+            for handler in routes.values():
+                self._owners[id(handler)] = id(route)
+            self._subs = (*self._subs, sub)
+            self._cache = {}
+            self.generation += 1
+        return sub
+
     def _remove(self, sub: Subscription) -> None:
         with self._lock:
             self._subs = tuple(s for s in self._subs if s is not sub)
             self._cache = {}
+            for handler in (sub.routes or {}).values():
+                self._owners.pop(id(handler), None)
 
     def wants(self, event_type: type[Event]) -> bool:
         """Whether any handler would receive an event of this type."""
@@ -198,21 +246,28 @@ class EventBus:
         # swaps the subscriptions first, so a stale result can only land in
         # a cache that is already being replaced.
         cache = self._cache
-        handlers = tuple(
-            s.handler
-            for s in self._subs
-            if not s.event_types or issubclass(event_type, s.event_types)
-        )
-        cache[event_type] = handlers
-        return handlers
+        handlers = []
+        for s in self._subs:
+            if s.routes is not None:
+                for base in event_type.__mro__:
+                    routed = s.routes.get(base)
+                    if routed is not None:
+                        handlers.append(routed)
+                        break
+            elif not s.event_types or issubclass(event_type, s.event_types):
+                handlers.append(s.handler)
+        resolved = tuple(handlers)
+        cache[event_type] = resolved
+        return resolved
 
     def _handler_failed(
         self, handler: Handler, event: Event, exc: Exception
     ) -> None:
         with self._lock:
             self._errors += 1
-            first = id(handler) not in self._reported
-            self._reported.add(id(handler))
+            reporter = self._owners.get(id(handler), id(handler))
+            first = reporter not in self._reported
+            self._reported.add(reporter)
         if first:
             # The report itself must not break the call either: a user's
             # logging handler may be the very thing that is broken.

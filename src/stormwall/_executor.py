@@ -50,6 +50,7 @@ from ._retry import RetryPolicy
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Self
 
 
 # Process-unique call ids; `next()` on itertools.count is atomic under the GIL.
@@ -241,6 +242,28 @@ class ExecutorBase:
     def retry_policy(self) -> RetryPolicy | None:
         """The retry policy, if any."""
         return self._policy
+
+    def _without_retries(self) -> Self:
+        """
+        This pipeline without its retry policy.
+
+        The same components, clock, bus, timeouts and fallback; integrations
+        use it for calls that must not be repeated (e.g. a POST). Itself when
+        it has no retry policy.
+        """
+        if self._policy is None:
+            return self
+        return type(self)(
+            self._name,
+            limiter=self._limiter,
+            circuit_breaker=self._breaker,
+            bulkhead=self._bulkhead,
+            timeout=self._timeout,
+            limiter_timeout=self._limiter_timeout,
+            fallback=self._fallback,
+            clock=self._clock,
+            bus=self._bus,
+        )
 
     def __repr__(self) -> str:
         parts = [repr(self._name)]

@@ -96,6 +96,22 @@ class Attachments:
             self._subs.append(sub)
             return sub
 
+    def attach_routes(
+        self,
+        bus: object,
+        routes: Mapping[type[events.Event], Callable[[events.Event], object]],
+    ) -> Subscription:
+        """Subscribe one handler per event type on ``bus``, once per bus."""
+        target = target_bus(bus)
+        with self._lock:
+            self._subs = [s for s in self._subs if s.active]
+            for sub in self._subs:
+                if sub._bus is target:
+                    return sub
+            sub = target._subscribe_routes(routes)
+            self._subs.append(sub)
+            return sub
+
     def close(self) -> None:
         """End every subscription."""
         with self._lock:

@@ -237,14 +237,9 @@ class TracingExporter:
             ConfigError: ``bus`` is not an `EventBus`.
         """
         # Only the handled types: executors do not even build the others.
-        return self._attachments.attach(
-            bus, self._handle, tuple(self._handlers)
-        )
-
-    def _handle(self, event: Event) -> None:
-        handler = self._handlers.get(type(event))
-        if handler is not None:
-            handler(event)
+        # One route per handled type: the bus calls each handler directly,
+        # and executors do not even build the events nobody handles.
+        return self._attachments.attach_routes(bus, self._handlers)
 
     # -- spans ----------------------------------------------------------------
 
@@ -526,14 +521,9 @@ class MetricsExporter:
         Raises:
             ConfigError: ``bus`` is not an `EventBus`.
         """
-        return self._attachments.attach(
-            bus, self._handle, tuple(self._handlers)
-        )
-
-    def _handle(self, event: Event) -> None:
-        handler = self._handlers.get(type(event))
-        if handler is not None:
-            handler(event)
+        # One route per handled type: the bus calls each handler directly,
+        # and executors do not even build the events nobody handles.
+        return self._attachments.attach_routes(bus, self._handlers)
 
     # -- first sight: pre-created series --------------------------------------
 

@@ -113,24 +113,6 @@ _KEYED: Final = frozenset(
     }
 )
 
-# The events the exporter needs; subscribing to these only means the
-# executors never build the others (CallStarted, AttemptStarted, ...).
-_EVENT_TYPES: Final[tuple[type[Event], ...]] = (
-    ExecutorObserved,
-    CallEnded,
-    AttemptEnded,
-    RetryScheduled,
-    RetryBudgetExhausted,
-    BreakerStateChanged,
-    BreakerRejected,
-    LimiterAllowed,
-    LimiterWaited,
-    LimiterRejected,
-    BulkheadAcquired,
-    BulkheadReleased,
-    BulkheadRejected,
-)
-
 # A cache of labelled children: `metric.labels()` takes a lock and
 # normalises every value; a dict look-up on a tuple does not.
 _Children = dict[tuple[str, ...], Any]
@@ -254,6 +236,8 @@ class PrometheusExporter:
         self._limiters: set[str] = set()
         self._bulkheads: set[str] = set()
 
+        # One route per event the exporter needs (subscribed to these only,
+        # executors never build the others: CallStarted, AttemptStarted...).
         self._dispatch: dict[type[Event], Callable[[Any], None]] = {
             ExecutorObserved: self._on_observed,
             CallEnded: self._on_call_ended,
@@ -313,7 +297,7 @@ class PrometheusExporter:
         Raises:
             ConfigError: ``bus`` is not an `EventBus`.
         """
-        return self._attachments.attach(bus, self._handle, _EVENT_TYPES)
+        return self._attachments.attach_routes(bus, self._dispatch)
 
     def close(self) -> None:
         """
@@ -333,18 +317,6 @@ class PrometheusExporter:
         return f"<PrometheusExporter key_label_limit={limit}>"
 
     # -- event handling -------------------------------------------------------
-
-    def _handle(self, event: Event) -> None:
-        handler = self._dispatch.get(type(event))
-        if handler is None:
-            # A subclass of a subscribed type (the bus matches subclasses).
-            for base in type(event).__mro__[1:]:
-                handler = self._dispatch.get(base)
-                if handler is not None:
-                    break
-            else:  # pragma: no cover - subscribed types only
-                return
-        handler(event)
 
     def _child(
         self, metric: MetricWrapperBase, labels: tuple[str, ...]

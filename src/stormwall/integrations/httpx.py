@@ -458,20 +458,8 @@ class ResilientTransport(httpx.BaseTransport):
             )
         self._options = _Options(retry_methods, retry_statuses, key)
         self._executor = executor
-        self._once = (
-            executor
-            if executor.retry_policy is None
-            else ResilientExecutor(
-                executor.name,
-                limiter=executor.limiter,
-                circuit_breaker=executor.circuit_breaker,
-                bulkhead=executor.bulkhead,
-                limiter_timeout=executor._limiter_timeout,
-                fallback=executor._fallback,
-                clock=executor.clock,
-                bus=executor.bus,
-            )
-        )
+        # Calls that must not be repeated: the same pipeline, no retries.
+        self._once = executor._without_retries()
         self._transport = (
             httpx.HTTPTransport() if transport is None else transport
         )
@@ -580,21 +568,8 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
             )
         self._options = _Options(retry_methods, retry_statuses, key)
         self._executor = executor
-        self._once = (
-            executor
-            if executor.retry_policy is None
-            else AsyncResilientExecutor(
-                executor.name,
-                limiter=executor.limiter,
-                circuit_breaker=executor.circuit_breaker,
-                bulkhead=executor.bulkhead,
-                timeout=executor._timeout,
-                limiter_timeout=executor._limiter_timeout,
-                fallback=executor._fallback,
-                clock=executor.clock,
-                bus=executor.bus,
-            )
-        )
+        # Calls that must not be repeated: the same pipeline, no retries.
+        self._once = executor._without_retries()
         self._transport = (
             httpx.AsyncHTTPTransport() if transport is None else transport
         )
