@@ -1,19 +1,20 @@
 """
 The benchmark harness's entry point: ``make bench``, ``make bench-smoke``.
 
-Runs with the system ``python3``. Creates (or reuses) ``.venv-bench`` at the
-repository root with stormwall installed editable with every extra and the
-peers pinned in ``bench/requirements.txt``, then re-executes itself inside
-that venv and measures every case of ``bench/cases/`` in one run, repeats
-interleaved (case A rep 1, case B rep 1, ..., case A rep 2, ...).
+Runs with the system ``python3``. Syncs ``.venv-bench`` at the repository
+root from ``uv.lock`` (stormwall editable with every extra, and the peers
+pinned in the ``bench`` dependency group of ``pyproject.toml``), then
+re-executes itself inside that venv and measures every case of
+``bench/cases/`` in one run, repeats interleaved (case A rep 1, case B rep 1,
+..., case A rep 2, ...).
 
     python3 bench/run.py            # full run: writes docs/performance.md
     python3 bench/run.py --smoke    # seconds: every case once, a temp file
     python3 bench/run.py --out X    # write the report to X instead
     python3 bench/run.py --here     # use the current interpreter as is
 
-The venv is rebuilt only when ``bench/requirements.txt``, ``pyproject.toml``
-or the Python version change (a hash in ``.venv-bench/.stormwall-bench``).
+The venv is re-synced only when ``uv.lock``, ``pyproject.toml`` or the Python
+version change (a hash in ``.venv-bench/.stormwall-bench``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 VENV = ROOT / ".venv-bench"
-REQUIREMENTS = HERE / "requirements.txt"
+UV = ROOT / ".venv-tools" / "bin" / "uv"
 STAMP = VENV / ".stormwall-bench"
 DOC = ROOT / "docs" / "performance.md"
 INSIDE = "STORMWALL_BENCH_INSIDE"
@@ -43,7 +44,7 @@ def venv_python() -> Path:
 
 def wanted_stamp() -> str:
     digest = hashlib.sha256()
-    for path in (REQUIREMENTS, ROOT / "pyproject.toml"):
+    for path in (ROOT / "uv.lock", ROOT / "pyproject.toml"):
         digest.update(path.read_bytes())
     digest.update(sys.version.encode())
     return digest.hexdigest()
@@ -56,26 +57,30 @@ def ensure_venv() -> None:
     if python.exists() and STAMP.exists() and STAMP.read_text() == stamp:
         return
     start = time.monotonic()
-    if not python.exists():
-        print(f"creating {VENV.name} ...", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    if not UV.exists():  # the Makefile owns the pinned uv's bootstrap
+        target = str(UV.relative_to(ROOT))
+        subprocess.run(["make", "-s", target], cwd=ROOT, check=True)  # noqa: S607
     print(
-        f"installing stormwall[all] and the pinned peers into {VENV.name} ...",
+        f"syncing {VENV.name} from uv.lock (stormwall[all] and the peers) ...",
         flush=True,
     )
     subprocess.run(
         [
-            str(python),
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "-e",
-            f"{ROOT}[all]",
-            "-r",
-            str(REQUIREMENTS),
+            str(UV),
+            "sync",
+            "--locked",
+            "--all-extras",
+            "--no-default-groups",
+            "--group",
+            "bench",
         ],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "UV_PROJECT_ENVIRONMENT": str(VENV),
+            "UV_PYTHON": sys.executable,
+            "UV_PYTHON_DOWNLOADS": "never",
+        },
         check=True,
     )
     STAMP.write_text(stamp)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -13,9 +15,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = [
-    line.split("==")[0]
-    for line in (ROOT / "bench" / "requirements.txt").read_text().splitlines()
-    if line.strip() and not line.startswith("#")
+    re.split(r"[=<>\[ ]", requirement, maxsplit=1)[0]
+    for requirement in tomllib.loads(
+        (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    )["dependency-groups"]["bench"]
 ]
 
 

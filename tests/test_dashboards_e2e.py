@@ -22,7 +22,6 @@ pytest.importorskip("prometheus_client")
 pytest.importorskip("opentelemetry.sdk")
 pytest.importorskip("opentelemetry.exporter.prometheus")
 
-from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import MeterProvider
 from prometheus_client import CollectorRegistry
 
@@ -32,6 +31,7 @@ from _dashboard_workload import (
     substitute,
     targets,
 )
+from _otel_compat import prometheus_reader
 from conftest import require_binary
 from stormwall import EventBus
 from stormwall.exporters.otel import MetricsExporter
@@ -87,9 +87,7 @@ def workload_port(request) -> Iterator[tuple[int, Workload]]:
     if request.param == "prometheus_client":
         PrometheusExporter(registry).attach(bus)
     else:
-        reader = PrometheusMetricReader(
-            registry=registry, scope_info_enabled=False
-        )
+        reader = prometheus_reader(registry)
         provider = MeterProvider(metric_readers=[reader])
         MetricsExporter(provider).attach(bus)
     workload = Workload(bus)

@@ -13,11 +13,11 @@ pytest.importorskip("prometheus_client")
 pytest.importorskip("opentelemetry.sdk")
 pytest.importorskip("opentelemetry.exporter.prometheus")
 
-from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import MeterProvider
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from _otel_compat import prometheus_reader
 from stormwall import (
     Bulkhead,
     BulkheadFullError,
@@ -119,9 +119,7 @@ def expositions():
     prom_registry = CollectorRegistry()
     PrometheusExporter(prom_registry).attach(bus)
     otel_registry = CollectorRegistry()
-    reader = PrometheusMetricReader(
-        registry=otel_registry, scope_info_enabled=False
-    )
+    reader = prometheus_reader(otel_registry)
     provider = MeterProvider(metric_readers=[reader])
     MetricsExporter(provider).attach(bus)
 
@@ -171,11 +169,7 @@ class TestObserve:
         prom = PrometheusExporter(registry)
         reader_registry = CollectorRegistry()
         provider = MeterProvider(
-            metric_readers=[
-                PrometheusMetricReader(
-                    registry=reader_registry, scope_info_enabled=False
-                )
-            ]
+            metric_readers=[prometheus_reader(reader_registry)]
         )
         otel = MetricsExporter(provider)
         try:

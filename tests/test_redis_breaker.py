@@ -20,6 +20,7 @@ pytest.importorskip("redis")
 
 import redis
 import redis.asyncio
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -664,7 +665,7 @@ class TestAsync:
     async def test_async_outage_fails_open(self, redis_server, bus, events):
         """An asyncio client's outage follows the policy too."""
         client = redis.asyncio.Redis(
-            port=redis_server.port, retry=Retry(NoBackoff(), 1)
+            port=redis_server.port, retry=AsyncRetry(NoBackoff(), 1)
         )
         try:
             breaker = CircuitBreaker(
