@@ -1097,6 +1097,23 @@ class TestMetricsExporter:
             "stormwall.bulkhead.in_flight", metrics
         )
 
+    def test_cancelled_series_born_at_zero(self, meters):
+        """The cancelled calls and attempts series exist at 0 from the
+        executor's first call, so rate() sees the first cancellation."""
+        bus = EventBus()
+        MetricsExporter(meters.provider).attach(bus)
+        ex = ResilientExecutor("svc", bus=bus, clock=MockClock())
+
+        ex.run("k", lambda: "ok")
+
+        metrics = meters.collect()
+        assert [0, 0] == [
+            meters.points(name, metrics)[
+                attrs(executor="svc", outcome="cancelled")
+            ]
+            for name in ("stormwall.calls", "stormwall.attempts")
+        ]
+
     def test_cancelled_calls_are_counted(self, meters):
         """A cancelled call is counted as outcome "cancelled"."""
         bus = EventBus()

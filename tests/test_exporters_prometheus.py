@@ -162,13 +162,19 @@ class TestScenario:
             "failure": 1,
             "rejected": 1,
             "fallback": 0,
+            "cancelled": 0,
         } == {
             o: value(
                 registry, "stormwall_calls_total", executor="svc", outcome=o
             )
             for o in vocab.CALL_OUTCOMES
         }
-        assert {"success": 3, "failure": 3, "timeout": 0} == {
+        assert {
+            "success": 3,
+            "failure": 3,
+            "timeout": 0,
+            "cancelled": 0,
+        } == {
             o: value(
                 registry, "stormwall_attempts_total", executor="svc", outcome=o
             )
@@ -476,6 +482,26 @@ class TestSeriesKnownInAdvance:
             for name, labels in expected_zero
         ]
 
+    def test_cancelled_series_born_at_zero(self, registry, bus, exporter):
+        """The cancelled calls and attempts series exist at 0 from the
+        executor's first call, so rate() sees the first cancellation."""
+        ex = ResilientExecutor("svc", bus=bus, clock=MockClock())
+
+        ex.run("k", script("ok"))
+
+        assert [0.0, 0.0] == [
+            value(registry, name, executor="svc", outcome="cancelled")
+            for name in ("stormwall_calls_total", "stormwall_attempts_total")
+        ]
+
+        with pytest.raises(KeyboardInterrupt):
+            ex.run("k", script(KeyboardInterrupt()))
+
+        assert [1.0, 1.0] == [
+            value(registry, name, executor="svc", outcome="cancelled")
+            for name in ("stormwall_calls_total", "stormwall_attempts_total")
+        ]
+
     def test_composite_tiers_zeroed(self, registry, bus, exporter):
         """Each tier of a composite limiter gets its zeroed series."""
         from stormwall import CompositeLimiter
@@ -555,7 +581,7 @@ class TestCardinality:
             executor="svc",
             outcome="success",
         )
-        assert 4 == len(series(registry, "stormwall_calls_total"))
+        assert 5 == len(series(registry, "stormwall_calls_total"))
 
     def test_capped_key_label(self, registry, bus):
         """With key_label_limit=N, at most N + 1 key values exist."""

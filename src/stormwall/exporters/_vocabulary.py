@@ -203,8 +203,14 @@ METRICS: Final = (
 # their executor, breaker or limiter is first seen, because Prometheus's
 # rate()/increase() ignore the first sample of a new series, so a series born
 # at 1 would hide the very first breaker trip.
-CALL_OUTCOMES: Final = ("success", "failure", "rejected", "fallback")
-ATTEMPT_OUTCOMES: Final = ("success", "failure", "timeout")
+CALL_OUTCOMES: Final = (
+    "success",
+    "failure",
+    "rejected",
+    "fallback",
+    "cancelled",
+)
+ATTEMPT_OUTCOMES: Final = ("success", "failure", "timeout", "cancelled")
 LIMITER_RESULTS: Final = ("allowed", "waited", "rejected")
 BREAKER_STATES: Final = tuple(s.value for s in CircuitState)
 BREAKER_TRANSITION_PAIRS: Final = (

@@ -170,7 +170,7 @@ class PrometheusExporter:
             distinct keys as themselves and every later one as
             ``"__other__"``. Choose ``N`` from the handful of keys you want
             to tell apart (tenants, endpoints), not from the number of users:
-            each key costs about 4 series per executor, plus 17 per outcome
+            each key costs about 5 series per executor, plus 17 per outcome
             in the duration histogram.
 
     Raises:
