@@ -777,6 +777,21 @@ class TestServeMetrics:
         with pytest.raises(OSError):
             urllib.request.urlopen(server.url, timeout=2)  # noqa: S310 - loopback
 
+    def test_busy_port_names_the_address(self, registry):
+        """Binding a port already in use raises an OSError subclass whose
+        message names host:port, chained to the original error."""
+        first = serve_metrics(0, registry=registry)
+        try:
+            with pytest.raises(
+                OSError, match=f"127.0.0.1:{first.port}"
+            ) as info:
+                serve_metrics(first.port, registry=registry)
+        finally:
+            first.close()
+
+        assert isinstance(info.value.__cause__, OSError)
+        assert info.value.errno == info.value.__cause__.errno
+
     def test_bad_port(self):
         """A port outside 0..65535 is a ConfigError."""
         for bad in (-1, 65536, "80", 1.0):
