@@ -26,7 +26,10 @@ Traces (`TracingExporter`):
   current while the function runs, so a span the function opens (an HTTP
   client span) nests under the attempt that made it. Attributes:
   ``stormwall.attempt`` (1-based), ``stormwall.outcome``; a failed or timed
-  out attempt has status ERROR, ``error.type`` and the recorded exception.
+  out attempt has status ERROR, ``error.type`` and an ``exception`` span
+  event with the exception's type (``exception.type``) only: its message and
+  stack trace are recorded only with ``record_exception_messages=True``, as
+  they may carry the call's arguments.
 - Everything the pipeline decides is a **span event on the call span**,
   named like the stormwall event: ``stormwall.retry.scheduled``
   (``stormwall.retry.delay`` seconds, ``error.type``),
@@ -127,12 +130,24 @@ _LIMITER_WAITED: Final = "stormwall.rate_limiter.waited"
 _BULKHEAD_NAME: Final = "stormwall.bulkhead.name"
 _BULKHEAD_IN_FLIGHT: Final = "stormwall.bulkhead.in_flight"
 _BULKHEAD_WAITED: Final = "stormwall.bulkhead.waited"
+# OTel's exception event and its type attribute (semantic conventions).
+_EXCEPTION: Final = "exception"
+_EXCEPTION_TYPE: Final = "exception.type"
 
 # Call outcomes that make the call span an error: the caller got an
 # exception. "fallback" (the caller got a value) and "cancelled" (the
 # caller stopped) do not.
 _FAILED_CALL: Final = frozenset({"failure", "rejected"})
 _FAILED_ATTEMPT: Final = frozenset({"failure", "timeout"})
+
+
+def _exception_type(error: BaseException) -> str:
+    """``exception.type`` as the OTel SDK's ``record_exception`` writes it."""
+    cls = type(error)
+    module = cls.__module__
+    if module and module != "builtins":
+        return f"{module}.{cls.__qualname__}"
+    return cls.__qualname__
 
 
 class _Call:
@@ -173,10 +188,17 @@ class TracingExporter:
         record_key: Record the call's key as ``stormwall.key`` on the call
             span. Off by default: keys are often user or tenant ids, that
             is personal data.
+        record_exception_messages: Record a failed attempt's exception as
+            OpenTelemetry's ``record_exception`` does, with its message and
+            stack trace. Off by default: a message often quotes the call's
+            arguments (an id, an address, a card number) and a stack trace
+            its source lines, so only the exception's type is recorded
+            (``error.type``, and ``exception.type`` on the ``exception``
+            event). Turn it on where traces may hold personal data.
 
     Raises:
-        ConfigError: ``tracer_provider`` has no ``get_tracer`` or
-            ``record_key`` is not a bool.
+        ConfigError: ``tracer_provider`` has no ``get_tracer``, or
+            ``record_key`` or ``record_exception_messages`` is not a bool.
 
     .. versionadded:: 0.1.0
     """
@@ -186,6 +208,7 @@ class TracingExporter:
         tracer_provider: trace.TracerProvider | None = None,
         *,
         record_key: bool = False,
+        record_exception_messages: bool = False,
     ) -> None:
         if tracer_provider is not None and not callable(
             getattr(tracer_provider, "get_tracer", None)
@@ -195,13 +218,17 @@ class TracingExporter:
                 "expected an OpenTelemetry TracerProvider, got "
                 f"{type(tracer_provider).__name__}",
             )
-        if not isinstance(record_key, bool):
-            raise ConfigError(
-                "record_key",
-                f"expected a bool, got {type(record_key).__name__}",
-            )
+        for param, flag in (
+            ("record_key", record_key),
+            ("record_exception_messages", record_exception_messages),
+        ):
+            if not isinstance(flag, bool):
+                raise ConfigError(
+                    param, f"expected a bool, got {type(flag).__name__}"
+                )
         self._tracer = trace.get_tracer(_SCOPE, __version__, tracer_provider)
         self._record_key = record_key
+        self._record_messages = record_exception_messages
         # call_id -> _Call. Single dict operations (get, set, pop) are
         # atomic, and each call_id is only ever touched by the thread or
         # task running that call, so no lock is needed.
@@ -292,8 +319,12 @@ class TracingExporter:
         span.set_attribute(_OUTCOME, outcome)
         if outcome in _FAILED_ATTEMPT:
             span.set_attribute(_ERROR_TYPE, vocab.error_type(error))
-            if error is not None:
+            if error is not None and self._record_messages:
                 span.record_exception(error)
+            elif error is not None:
+                span.add_event(
+                    _EXCEPTION, {_EXCEPTION_TYPE: _exception_type(error)}
+                )
             span.set_status(Status(StatusCode.ERROR))
         span.end()
 
