@@ -1,3 +1,9 @@
+"""
+The OpenTelemetry exporters: the span tree of calls and attempts, what spans
+record (and, by default, never record: arguments, exception messages), and
+the metrics through the OTel SDK, zeroed series included.
+"""
+
 from __future__ import annotations
 
 import asyncio

@@ -1,3 +1,9 @@
+"""
+The prometheus_client exporter: every metric of the vocabulary, series
+created at 0 when first seen, capped key labels, registries, multiprocess
+mode, and `serve_metrics`.
+"""
+
 from __future__ import annotations
 
 import os
