@@ -527,35 +527,67 @@ def log_fields(event: Event) -> dict[str, object]:
     return fields
 
 
-def trace_ids() -> dict[str, str]:
+CALL_SPAN: Final = "stormwall.call_span"
+"""
+The OpenTelemetry context key under which `TracingExporter` keeps
+``(call_id, call span)`` for as long as the call span is current (and its
+attempts' spans, which sit on it).
+"""
+
+# The events that belong to an attempt (their lines carry the attempt span);
+# every other event of a call belongs to the call.
+_ATTEMPT_EVENTS: Final = frozenset(
+    {"stormwall.attempt.started", "stormwall.attempt.ended"}
+)
+
+
+def trace_ids(event: Event | None = None) -> dict[str, str]:
     """
-    ``trace_id`` and ``span_id`` (hex) of the active OpenTelemetry span.
+    ``trace_id`` and ``span_id`` (hex) of ``event``'s span.
+
+    That is the active OpenTelemetry span, except for a call's own events
+    (not an attempt's) while one of its attempt spans is active: they carry
+    the call span, which `TracingExporter` keeps in the context. The bus
+    runs the tracing exporter's span openings first and closings last, so
+    the right span is active whatever the exporters' order.
 
     Empty when OpenTelemetry is not installed or no span is active.
     """
-    trace = _otel_trace()
-    if trace is None:
+    otel = _otel()
+    if otel is None:
         return {}
-    context = trace.get_current_span().get_span_context()
-    if not context.is_valid:
+    trace, context = otel
+    span = trace.get_current_span()
+    if (
+        event is not None
+        and event.call_id is not None
+        and event.name not in _ATTEMPT_EVENTS
+    ):
+        call = context.get_value(CALL_SPAN)
+        if call is not None and call[0] == event.call_id:
+            span = call[1]
+    span_context = span.get_span_context()
+    if not span_context.is_valid:
         return {}
     return {
-        "trace_id": format(context.trace_id, "032x"),
-        "span_id": format(context.span_id, "016x"),
+        "trace_id": format(span_context.trace_id, "032x"),
+        "span_id": format(span_context.span_id, "016x"),
     }
 
 
-_otel_module: Any = None
+_otel_modules: Any = None
 _otel_checked = False
 
 
-def _otel_trace() -> Any:
-    global _otel_module, _otel_checked  # noqa: PLW0603 - a lazy import cache
+def _otel() -> Any:
+    """``(opentelemetry.trace, opentelemetry.context)``, or ``None``."""
+    global _otel_modules, _otel_checked  # noqa: PLW0603 - a lazy import cache
     if not _otel_checked:
         try:
-            from opentelemetry import trace
+            from opentelemetry import context, trace
         except ImportError:
-            trace = None  # type: ignore[assignment]
-        _otel_module = trace
+            _otel_modules = None
+        else:
+            _otel_modules = (trace, context)
         _otel_checked = True
-    return _otel_module
+    return _otel_modules

@@ -176,7 +176,10 @@ class TracingExporter:
     for every name).
 
     The handlers run inline in the calling thread or task, which is what
-    lets the spans be *current* (``contextvars``) during the call. A call
+    lets the spans be *current* (``contextvars``) during the call. They
+    open a span before, and close it after, every other subscriber's
+    handler of that event, so the log exporters' lines carry the call's or
+    the attempt's span ids whichever exporter was attached first. A call
     that began before `attach` is not traced; close the subscription at
     shutdown, when no call is in flight (a call cut off mid-way keeps its
     context attached in its thread and its span never ends).
@@ -263,10 +266,17 @@ class TracingExporter:
         Raises:
             ConfigError: ``bus`` is not an `EventBus`.
         """
-        # Only the handled types: executors do not even build the others.
         # One route per handled type: the bus calls each handler directly,
-        # and executors do not even build the events nobody handles.
-        return self._attachments.attach_routes(bus, self._handlers)
+        # and executors do not even build the events nobody handles. The
+        # spans open before and close after every other subscriber's
+        # handler, so a log exporter sees the call's or attempt's span
+        # current for each of its events, whichever was attached first.
+        return self._attachments.attach_routes(
+            bus,
+            self._handlers,
+            first=(CallStarted, AttemptStarted),
+            last=(AttemptEnded, CallEnded),
+        )
 
     # -- spans ----------------------------------------------------------------
 
@@ -280,7 +290,13 @@ class TracingExporter:
         span = self._tracer.start_span(
             executor, kind=SpanKind.INTERNAL, attributes=attributes
         )
-        context = trace.set_span_in_context(span)
+        # The call span also rides in the context under its own key, so the
+        # log exporters find it for a call's events that happen while an
+        # attempt span is current (a bulkhead release).
+        context = trace.set_span_in_context(
+            span,
+            otel_context.set_value(vocab.CALL_SPAN, (event.call_id, span)),
+        )
         token = otel_context.attach(context)
         self._calls[event.call_id] = _Call(span, context, token)
 

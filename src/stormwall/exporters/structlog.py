@@ -176,7 +176,7 @@ class StructlogExporter:
         if level is None:
             return
         fields = log_fields(event)
-        fields.update(trace_ids())
+        fields.update(trace_ids(event))
         method = _METHODS.get(level)
         if method is None:
             self._logger.log(level, event.name, **fields)
