@@ -164,9 +164,11 @@ def _parser() -> _Parser:
     )
     demo.add_argument(
         "--spans",
-        action="store_true",
-        help="print spans on stderr (when OTEL_EXPORTER_OTLP_ENDPOINT is "
-        "not set; with it, spans go to the collector)",
+        metavar="FILE",
+        default=None,
+        help="write every span, one JSON object a line, to FILE ('-': "
+        "stderr; thousands a second); spans also go to "
+        "OTEL_EXPORTER_OTLP_ENDPOINT when it is set",
     )
     dashboards = commands.add_parser(
         "dashboards",
