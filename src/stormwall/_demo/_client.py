@@ -31,6 +31,7 @@ from stormwall import (
     RetryPolicy,
     TokenBucket,
 )
+from stormwall.integrations.httpx import parse_retry_after
 
 
 if TYPE_CHECKING:
@@ -49,7 +50,6 @@ __all__ = [
     "ServerError",
     "ThrottledError",
     "build_executor",
-    "parse_retry_after",
     "pipeline_settings",
     "retry_after_hint",
 ]
@@ -82,21 +82,6 @@ class ThrottledError(Exception):
     def __init__(self, retry_after: float | None) -> None:
         super().__init__("upstream answered 429")
         self.retry_after = retry_after
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """
-    Seconds from a ``Retry-After`` header in delta-seconds form, or None.
-
-    The HTTP-date form is not used by the demo's upstream, so it yields
-    ``None`` (the normal back-off applies).
-    """
-    if value is None:
-        return None
-    value = value.strip()
-    if not value.isdigit():
-        return None
-    return float(value)
 
 
 def retry_after_hint(error: object) -> float | None:
