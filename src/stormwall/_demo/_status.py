@@ -1,9 +1,11 @@
 """
 The live status line and the final summary, counted from the bus.
 
-`Tally` is one more bus subscriber, next to the exporters: it counts calls,
-retries, rejections and breaker transitions per phase from the executor's
-events, so the numbers on screen are the numbers the metrics show, and the
+`Tally` is one more bus subscriber, next to the exporters: it counts calls
+by outcome, retries, the breaker's, limiter's and bulkhead's rejections,
+breaker transitions and the bulkhead's calls in flight per phase, from the
+very events the Prometheus exporter counts, with the same meaning (see
+`PhaseCounts`), so the summary's numbers are the metrics' numbers and the
 client code stays free of counting. The formatting functions are pure, so
 tests check them without a terminal or a network.
 """
