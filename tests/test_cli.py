@@ -1,5 +1,6 @@
 """
-The ``stormwall`` command line: usage errors are one line and exit 2.
+The ``stormwall`` command line: usage errors are one line and exit 2;
+``stormwall dashboards export`` writes the shipped dashboard files.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ import pytest
 from stormwall import __version__
 from stormwall._cli import main
 from stormwall._demo import MISSING_EXTRA
+from stormwall._export import FILES
+
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _have_demo_extra():
@@ -166,3 +171,105 @@ def test_console_script():
     )
 
     assert (0, f"stormwall {__version__}\n") == (proc.returncode, proc.stdout)
+
+
+class TestDashboardsExport:
+    def test_writes_the_repository_files(self, tmp_path, capsys):
+        """export DIR writes the dashboard, the alert rules and their
+        tests, and the provisioning files, equal to dashboards/, and says
+        what it wrote."""
+        target = tmp_path / "new" / "grafana"
+
+        status = main(["dashboards", "export", str(target)])
+        out = capsys.readouterr().out
+
+        assert 0 == status
+        written = sorted(
+            p.relative_to(target).as_posix()
+            for p in target.rglob("*")
+            if p.is_file()
+        )
+        assert sorted(FILES) == written
+        for name in FILES:
+            assert (ROOT / "dashboards" / name).read_bytes() == (
+                target / name
+            ).read_bytes(), name
+            assert f"wrote {target / name}" in out
+
+    def test_refuses_to_overwrite(self, tmp_path, capsys):
+        """An existing file: one line naming it and --force, exit 2, and
+        nothing written (not even the files that did not exist)."""
+        (tmp_path / "alerts.yml").write_text("mine\n")
+
+        status = main(["dashboards", "export", str(tmp_path)])
+        line = _one_error_line(capsys)
+
+        assert 2 == status
+        assert str(tmp_path / "alerts.yml") in line
+        assert "--force" in line
+        assert "mine\n" == (tmp_path / "alerts.yml").read_text()
+        assert ["alerts.yml"] == [p.name for p in tmp_path.iterdir()]
+
+    def test_force_overwrites(self, tmp_path, capsys):
+        """--force replaces existing files."""
+        (tmp_path / "alerts.yml").write_text("mine\n")
+
+        status = main(["dashboards", "export", "--force", str(tmp_path)])
+
+        assert 0 == status
+        assert (ROOT / "dashboards" / "alerts.yml").read_bytes() == (
+            tmp_path / "alerts.yml"
+        ).read_bytes()
+
+    @pytest.mark.parametrize(
+        ("argv", "needle"),
+        [
+            pytest.param(["dashboards"], "export DIR", id="no-action"),
+            pytest.param(["dashboards", "export"], "DIR", id="no-dir"),
+            pytest.param(["dashboards", "frob"], "frob", id="bad-action"),
+            pytest.param(
+                ["dashboards", "export", "d", "--bogus"],
+                "--bogus",
+                id="bad-flag",
+            ),
+        ],
+    )
+    def test_usage_errors(self, capsys, argv, needle):
+        """A missing action or DIR, or a bad flag: one line, exit 2."""
+        status = main(argv)
+        line = _one_error_line(capsys)
+
+        assert 2 == status
+        assert "error:" in line
+        assert needle in line
+
+    def test_dir_is_a_file(self, tmp_path, capsys):
+        """DIR that is a file: one line saying so, exit 2."""
+        target = tmp_path / "file"
+        target.write_text("")
+
+        status = main(["dashboards", "export", str(target)])
+        line = _one_error_line(capsys)
+
+        assert 2 == status
+        assert f"{target} exists and is not a directory" in line
+
+    def test_unwritable_dir(self, tmp_path, capsys):
+        """A directory that cannot be created: one line with the reason."""
+        blocker = tmp_path / "file"
+        blocker.write_text("")
+
+        status = main(["dashboards", "export", str(blocker / "sub")])
+        line = _one_error_line(capsys)
+
+        assert 2 == status
+        assert "cannot write" in line
+
+    def test_help(self, capsys):
+        """dashboards export --help describes what is written."""
+        status = main(["dashboards", "export", "--help"])
+        out = capsys.readouterr().out
+
+        assert 0 == status
+        assert "--force" in out
+        assert "provisioning" in out

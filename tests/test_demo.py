@@ -1,7 +1,8 @@
 """
 ``stormwall demo``: the phase schedule, the flaky upstream, the status line
-and the summary without a network; then the whole demo as a subprocess,
-scraped while it runs.
+and the summary without a network; the bulkhead filling when the upstream
+hangs; the summary against the Prometheus exposition of the same run; then
+the whole demo as a subprocess, scraped while it runs.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import asyncio
 import importlib.util
 import io
 import itertools
+import json
 import os
 import re
 import subprocess
@@ -42,6 +44,9 @@ from stormwall._demo._upstream import (
 from stormwall.events import (
     BreakerRejected,
     BreakerStateChanged,
+    BulkheadAcquired,
+    BulkheadRejected,
+    BulkheadReleased,
     CallEnded,
     LimiterRejected,
     RetryBudgetExhausted,
@@ -274,6 +279,7 @@ class TestTally:
             CallEnded(time=1, outcome="rejected", attempts=0, duration=0.0)
         )
         tally.handle(LimiterRejected(time=1, limiter="l", retry_after=0.5))
+        tally.handle(BulkheadRejected(time=1, bulkhead="b", in_flight=4))
         tally.handle(RetryBudgetExhausted(time=1))
         tally.handle(
             CallEnded(time=1, outcome="cancelled", attempts=1, duration=0.0)
@@ -282,19 +288,68 @@ class TestTally:
 
         assert (1, 1, 1) == (healthy.calls, healthy.successes, healthy.retries)
         assert (1, 0) == (outage.calls, outage.successes)
-        assert (1, 1, 1) == (
+        assert (1, 1, 1, 1) == (
             outage.breaker_rejections,
             outage.limiter_rejections,
+            outage.bulkhead_rejections,
             outage.budget_denials,
         )
+        assert 3 == outage.refused
+        assert {"rejected": 1, "cancelled": 1} == dict(outage.outcomes)
         assert {"open": 1} == dict(outage.entered)
         assert "open" == tally.breaker_state
-        assert (2, 1, 1, 2) == (
+        assert (2, 1, 1, 1) == (
             tally.calls,
             tally.successes,
             tally.retries,
-            tally.rejections,
+            tally.rejected,
         )
+
+    def test_breaker_stopping_a_retry_is_a_failure_call(self):
+        """A call the breaker stopped mid-retry counts as one failure call
+        (as stormwall_calls_total does) and one breaker rejection (as
+        stormwall_circuit_breaker_rejections_total does), never as a
+        rejected call."""
+        tally, _ = self._tally("outage")
+        tally.handle(RetryScheduled(time=0, delay=0.1))
+        tally.handle(
+            BreakerRejected(
+                time=0, breaker="upstream", state="open", retry_after=1.0
+            )
+        )
+        tally.handle(
+            CallEnded(time=0, outcome="failure", attempts=1, duration=0.1)
+        )
+        outage = tally.phases["outage"]
+
+        assert (1, 0, 1) == (
+            outage.outcomes["failure"],
+            outage.outcomes["rejected"],
+            outage.breaker_rejections,
+        )
+        assert 0 == tally.rejected
+
+    def test_bulkhead_in_flight_and_peak(self):
+        """In flight follows the newest snapshot; the peak is per phase."""
+        tally, current = self._tally()
+        for n, sequence in ((1, 1), (2, 2), (3, 3)):
+            tally.handle(
+                BulkheadAcquired(
+                    time=0, bulkhead="b", in_flight=n, sequence=sequence
+                )
+            )
+        current["phase"] = "outage"
+        tally.handle(
+            BulkheadReleased(time=0, bulkhead="b", in_flight=2, sequence=4)
+        )
+        # A stale snapshot (delivered late) does not win.
+        tally.handle(
+            BulkheadAcquired(time=0, bulkhead="b", in_flight=3, sequence=3)
+        )
+
+        assert 2 == tally.in_flight
+        assert 3 == tally.phases["healthy"].peak_in_flight
+        assert 3 == tally.totals().peak_in_flight
 
     def test_totals(self):
         """totals() adds every phase up."""
@@ -306,7 +361,7 @@ class TestTally:
             )
         total = tally.totals()
 
-        assert (4, 4, 0) == (total.calls, total.successes, total.rejections)
+        assert (4, 4, 0) == (total.calls, total.successes, total.refused)
 
 
 def _snapshot(**kw):
@@ -315,9 +370,11 @@ def _snapshot(**kw):
         "phase": "degraded",
         "calls_per_second": 98.4,
         "success_ratio": 0.713,
-        "retries": 153,
+        "rejected_per_second": 12.2,
+        "retries_per_second": 40.6,
         "breaker": "half_open",
-        "rejections": 12,
+        "in_flight": 15,
+        "bulkhead_limit": 20,
     }
     fields.update(kw)
     return Snapshot(**fields)
@@ -325,14 +382,22 @@ def _snapshot(**kw):
 
 class TestStatusLine:
     def test_format(self):
-        """The status line shows phase, rate, success, retries, breaker
-        and rejections."""
+        """The status line shows the phase, then per-second rates marked
+        "/s" (calls, rejected calls, retries) with the success share, and
+        the breaker's state and the bulkhead's in-flight/limit now: no
+        running total left unlabelled."""
         expected = (
-            "12.3s degraded  98 calls/s ok  71% retries 153"
-            " breaker half_open rejected 12"
+            "12.3s degraded   98 calls/s ok  71%  breaker half_open"
+            "  bulkhead 15/20  rejected 12/s  retries 41/s"
         )
 
         assert expected == format_status(_snapshot())
+
+    def test_without_bulkhead(self):
+        """No bulkhead: no bulkhead part."""
+        line = format_status(_snapshot(bulkhead_limit=None))
+
+        assert "bulkhead" not in line
 
     def test_format_without_calls(self):
         """No call ended yet: no success ratio."""
@@ -340,12 +405,23 @@ class TestStatusLine:
 
     def test_fits_80_columns(self):
         """A busy run's line still fits an 80-column terminal (wrapped, it
-        could not be repainted)."""
-        line = format_status(
-            _snapshot(elapsed=99.9, retries=9999, rejections=9999)
+        could not be repainted): whole parts are left out from the end,
+        retries first, and the breaker and the bulkhead stay."""
+        busy = _snapshot(
+            elapsed=99.9,
+            phase="recovery",
+            calls_per_second=999,
+            success_ratio=1.0,
+            retries_per_second=999,
+            rejected_per_second=999,
+            in_flight=100,
+            bulkhead_limit=100,
         )
+        line = format_status(busy, 79)
 
         assert len(line) < 80
+        assert line.endswith("bulkhead 100/100")
+        assert "retries" in format_status(busy)
 
     def _line(self, tty, width=200):
         clock = {"t": 0.0, "phase": "healthy"}
@@ -448,18 +524,248 @@ class TestSummary:
                     reason="r",
                 )
             )
+        tally.handle(
+            CallEnded(time=0, outcome="rejected", attempts=0, duration=0)
+        )
+        tally.handle(BulkheadRejected(time=0, bulkhead="b", in_flight=4))
+        tally.handle(
+            BulkheadAcquired(time=0, bulkhead="b", in_flight=4, sequence=1)
+        )
+        tally.bulkhead_limit = 4
         schedule = make_schedule(10, 1)
         windows = [(p.name, p.start, p.end) for p in schedule.phases]
-        lines = format_summary(tally, windows).splitlines()
+        calls, refused = format_summary(tally, windows).split("\n\n")
+        lines = calls.splitlines()[1:]
+        phases = ["healthy", "degraded", "outage", "recovery", "total"]
 
-        assert lines[0].startswith("phase")
-        assert ["healthy", "degraded", "outage", "recovery", "total"] == [
-            line.split()[0] for line in lines[2:]
+        assert "stormwall_calls_total" in calls.splitlines()[0]
+        assert lines[0].split() == [
+            "phase",
+            "time",
+            "calls",
+            "success",
+            "failure",
+            "rejected",
+            "ok",
+            "retries",
+            "breaker",
+            "entered",
         ]
+        assert phases == [line.split()[0] for line in lines[2:]]
         outage = lines[4]
-        assert "50.0%" in outage
+        assert ["3", "1", "1", "1", "33.3%", "0"] == outage.split()[2:8]
         assert outage.endswith("open x2, half_open x1")
         assert lines[2].endswith("-")
+        refused_lines = refused.splitlines()[1:]
+        assert "rejection counters" in refused.splitlines()[0]
+        assert phases == [line.split()[0] for line in refused_lines[2:]]
+        assert ["outage", "0", "0", "1", "4/4"] == refused_lines[4].split()
+
+
+# -- the bulkhead in the outage -----------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _have(*DEMO_EXTRA), reason="needs stormwall[demo]")
+@pytest.mark.asyncio
+async def test_outage_fills_the_bulkhead():
+    """In the outage the upstream hangs past the attempt timeout: a burst
+    of calls fills the demo's bulkhead to its limit and the rest are
+    refused at once (BulkheadRejected), before the breaker has seen a
+    single failure."""
+    import httpx
+
+    from stormwall import EventBus
+    from stormwall._demo._client import (
+        build_executor,
+        fetch,
+        pipeline_settings,
+    )
+    from stormwall.testing import EventRecorder
+
+    settings = pipeline_settings(30, 5, 20)
+    limit = settings.bulkhead_limit
+    schedule = make_schedule(30, 1)
+    in_outage = schedule.phases[2].start + 1
+    # A seed whose first `limit` outage requests all hang.
+    seed = next(
+        s
+        for s in range(10_000)
+        if all(
+            decide(s, n, "outage").delay >= 1.0 for n in range(1, limit + 1)
+        )
+    )
+    upstream = FlakyUpstream(schedule, seed, lambda: in_outage)
+    await upstream.start()
+    bus = EventBus()
+    decided = []
+    admitted = asyncio.Event()
+
+    def count(event):
+        decided.append(event)
+        if len(decided) == 2 * limit:
+            admitted.set()
+
+    bus.subscribe(count, BulkheadAcquired, BulkheadRejected)
+    try:
+        async with httpx.AsyncClient(
+            base_url=upstream.url, trust_env=False
+        ) as client:
+            executor = build_executor(settings, bus, seed)
+            with EventRecorder(bus) as recorder:
+                calls = [
+                    asyncio.create_task(
+                        executor.run(f"user:{i}", fetch, client, f"/users/{i}")
+                    )
+                    for i in range(2 * limit)
+                ]
+                # Every call has passed (or been refused by) the bulkhead
+                # before any attempt can end: the upstream hangs >= 1 s.
+                await asyncio.wait_for(admitted.wait(), timeout=10)
+                for call in calls:
+                    call.cancel()
+                await asyncio.gather(*calls, return_exceptions=True)
+    finally:
+        await upstream.close()
+    acquired = recorder.of_type(BulkheadAcquired)
+    rejected = recorder.of_type(BulkheadRejected)
+
+    assert 20 == limit
+    assert limit == max(e.in_flight for e in acquired)
+    assert limit == len(rejected)
+    assert {limit} == {e.in_flight for e in rejected}
+    assert not recorder.of_type(BreakerStateChanged)
+
+
+def test_bulkhead_scales_with_the_load():
+    """The bulkhead holds a fifth of a second of the whole load, 4 at
+    least."""
+    from stormwall._demo._client import pipeline_settings
+
+    assert 20 == pipeline_settings(30, 5, 20).bulkhead_limit
+    assert 4 == pipeline_settings(30, 1, 1).bulkhead_limit
+    assert 200 == pipeline_settings(30, 10, 100).bulkhead_limit
+
+
+# -- the summary counts what the metrics count --------------------------------
+
+
+def _samples(exposition):
+    """{(name, sorted labels): value} of a Prometheus text exposition."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+    }
+
+
+def _total(samples, name, **labels):
+    return sum(
+        value
+        for (sample, sample_labels), value in samples.items()
+        if sample == name
+        and all(dict(sample_labels).get(k) == v for k, v in labels.items())
+    )
+
+
+def _row(text, title_word, first):
+    """The cells of the row starting with `first` in the table whose
+    title mentions `title_word`."""
+    table = next(t for t in text.split("\n\n") if title_word in t)
+    return next(
+        line.split() for line in table.splitlines() if line.split()[0] == first
+    )
+
+
+@pytest.fixture
+def restore_logging():
+    """The demo configures logging and structlog for its process: put the
+    test process's back."""
+    import logging
+
+    structlog = pytest.importorskip("structlog")
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    structlog.reset_defaults()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _have(*DEMO_EXTRA), reason="needs stormwall[demo]")
+def test_summary_matches_prometheus(monkeypatch, restore_logging):
+    """A short seeded run: every number of the summary's total rows equals
+    the Prometheus exposition of the same run, taken when the load ended:
+    calls by outcome (stormwall_calls_total), retries, the breaker's,
+    limiter's and bulkhead's rejections, breaker openings and budget
+    denials. A call the breaker stopped mid-retry is a failure in both."""
+    from stormwall._demo import Options
+    from stormwall._demo._run import run_demo
+
+    for name in list(os.environ):
+        if name.startswith("OTEL_"):
+            monkeypatch.delenv(name)
+    expositions = []
+    out, err = io.StringIO(), io.StringIO()
+
+    status = run_demo(
+        Options(duration=4, seed=3, port=0, quiet=True),
+        out,
+        err,
+        on_metrics=expositions.append,
+    )
+    summary = out.getvalue()
+    (exposition,) = expositions
+    metrics = _samples(exposition)
+    calls = _row(summary, "stormwall_calls_total", "total")
+    refused = _row(summary, "rejection counters", "total")
+
+    assert 0 == status, err.getvalue()
+    executor = {"executor": "upstream-api"}
+    assert [
+        _total(metrics, "stormwall_calls_total", **executor, outcome=o)
+        for o in ("success", "failure", "rejected")
+    ] == [int(n) for n in calls[2:5]]
+    assert int(calls[1]) == sum(map(int, calls[2:5]))
+    assert _total(metrics, "stormwall_retries_total", **executor) == int(
+        calls[6]
+    )
+    assert [
+        _total(
+            metrics,
+            "stormwall_circuit_breaker_rejections_total",
+            breaker="upstream",
+        ),
+        _total(
+            metrics,
+            "stormwall_rate_limiter_requests_total",
+            limiter="per-user",
+            result="rejected",
+        ),
+        _total(
+            metrics, "stormwall_bulkhead_rejections_total", bulkhead="upstream"
+        ),
+    ] == [int(n) for n in refused[1:4]]
+    opened = re.search(r"breaker: opened (\d+) time", summary)
+    assert _total(
+        metrics,
+        "stormwall_circuit_breaker_transitions_total",
+        breaker="upstream",
+        to_state="open",
+    ) == int(opened.group(1))
+    denied = re.search(r"retry budget: denied (\d+) retries", summary)
+    assert _total(
+        metrics, "stormwall_retry_budget_exhausted_total", **executor
+    ) == int(denied.group(1))
+    # The run had calls of every kind the comparison is about.
+    assert int(calls[3]) > 0
+    assert int(refused[1]) > 0
+    assert ("stormwall_bulkhead_in_flight", (("bulkhead", "upstream"),)) in (
+        metrics
+    )
 
 
 # -- the demo, end to end -----------------------------------------------------
@@ -605,7 +911,7 @@ def test_demo_status_logs_and_spans():
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     proc = subprocess.run(
         demo_command(
-            "--duration", "2", "--port", "0", "--seed", "2", "--spans"
+            "--duration", "2", "--port", "0", "--seed", "2", "--spans", "-"
         ),
         capture_output=True,
         text=True,
@@ -619,7 +925,8 @@ def test_demo_status_logs_and_spans():
         for line in proc.stdout.splitlines()
         if re.fullmatch(
             r" ?\d+\.\ds (healthy|degraded|outage|recovery) +\d+ calls/s"
-            r" ok +(--|\d+%) retries \d+ breaker \w+ rejected \d+",
+            r" ok +(--|\d+%)  breaker \w+  bulkhead \d+/20"
+            r"  rejected \d+/s  retries \d+/s",
             line,
         )
     ]
@@ -629,6 +936,62 @@ def test_demo_status_logs_and_spans():
     # start a line.
     assert not re.search("^Traceback", proc.stderr, re.MULTILINE)
     assert len(status) >= 2
-    assert "traces: printed on stderr (--spans)" in proc.stdout
+    assert "  status: per second over the last second" in proc.stdout
+    assert "traces: printed on stderr, one JSON object a line" in proc.stdout
     assert '"name": "upstream-api attempt"' in proc.stderr
     assert "stormwall.circuit_breaker.state_changed" in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _have(*DEMO_EXTRA), reason="needs stormwall[demo]")
+def test_demo_spans_to_a_file(tmp_path):
+    """--spans FILE writes every span, one JSON object a line, to FILE and
+    none on the terminal; the summary counts them, per second too."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    spans = tmp_path / "spans.jsonl"
+    proc = subprocess.run(
+        demo_command(
+            "--duration",
+            "2",
+            "--port",
+            "0",
+            "--seed",
+            "2",
+            "--quiet",
+            "--spans",
+            str(spans),
+        ),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        cwd=ROOT,
+        env=env,
+    )
+    lines = spans.read_text().splitlines()
+    names = {json.loads(line)["name"] for line in lines}
+    counted = re.search(r"spans: (\d+) ended \((\d+) a second\)", proc.stdout)
+
+    assert 0 == proc.returncode, proc.stderr
+    assert '"name"' not in proc.stderr
+    assert {"upstream-api", "upstream-api attempt"} <= names
+    assert len(lines) == int(counted.group(1))
+    assert f"traces: written to {spans}, one JSON object a line" in (
+        proc.stdout
+    )
+
+
+def test_spans_file_that_cannot_be_written(tmp_path, capsys, monkeypatch):
+    """--spans into a missing directory: one line naming it, exit 2."""
+    pytest.importorskip("opentelemetry.sdk")
+    if not _have(*DEMO_EXTRA):
+        pytest.skip("needs stormwall[demo]")
+    from stormwall._cli import main
+
+    target = tmp_path / "missing" / "spans.jsonl"
+    status = main(["demo", "--port", "0", "--spans", str(target)])
+    err = capsys.readouterr().err
+
+    assert 2 == status
+    assert 1 == len(err.splitlines())
+    assert f"cannot write spans to {target}" in err

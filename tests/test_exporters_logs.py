@@ -1,3 +1,9 @@
+"""
+The log exporters (structlog and stdlib logging): one line per event that
+matters, at its level, with no argument or exception message, and with
+``levels`` and ``logger`` checked when the exporter is built.
+"""
+
 from __future__ import annotations
 
 import logging
@@ -267,6 +273,143 @@ class TestLevels:
         ):
             with pytest.raises(ConfigError, match="levels"):
                 LoggingExporter(levels=bad)
+
+
+def log_exporters():
+    """Both log exporters' classes (structlog's when installed)."""
+    classes = [LoggingExporter]
+    if structlog is not None:
+        from stormwall.exporters.structlog import StructlogExporter
+
+        classes.append(StructlogExporter)
+    return classes
+
+
+class TestLevelValidation:
+    """A typo in ``levels`` is refused, with the nearest valid name."""
+
+    @pytest.mark.parametrize("exporter", log_exporters())
+    @pytest.mark.parametrize(
+        ("levels", "suggestion"),
+        [
+            pytest.param(
+                {"stormwall.retry.shceduled": "info"},
+                "'stormwall.retry.scheduled'",
+                id="misspelt-event",
+            ),
+            pytest.param(
+                {"stormwall.circuit_breaker.opened": "error"},
+                "'stormwall.circuit_breaker.",
+                id="unknown-event",
+            ),
+            pytest.param(
+                {"stormwall.call.ended:succes": None},
+                "'stormwall.call.ended:success'",
+                id="misspelt-outcome",
+            ),
+            pytest.param(
+                {"stormwall.circuit_breaker.state_changed:opened": "error"},
+                "'stormwall.circuit_breaker.state_changed:open'",
+                id="misspelt-state",
+            ),
+            pytest.param(
+                {"stormwall.retry.scheduled": "warnig"},
+                "'warning'",
+                id="misspelt-level",
+            ),
+        ],
+    )
+    def test_nearest_valid_name(self, exporter, levels, suggestion):
+        """An unknown event name, outcome, state or level name is a
+        ConfigError naming ``levels`` that suggests the nearest one."""
+        with pytest.raises(ConfigError) as info:
+            exporter(levels=levels)
+
+        assert "levels" == info.value.parameter
+        assert f"did you mean {suggestion}" in str(info.value)
+
+    @pytest.mark.parametrize("exporter", log_exporters())
+    @pytest.mark.parametrize(
+        "levels",
+        [
+            pytest.param({"stormwall.retry.scheduled:failure": 30}, id="qual"),
+            pytest.param({"stormwall.retry.scheduled": 0}, id="zero"),
+            pytest.param({"stormwall.retry.scheduled": -10}, id="negative"),
+            pytest.param({"stormwall.retry.scheduled": 51}, id="too-high"),
+            pytest.param({"stormwall.retry.scheduled": True}, id="bool"),
+            pytest.param({"stormwall.retry.scheduled": 20.0}, id="float"),
+            pytest.param({"stormwall.retry.scheduled": ""}, id="empty"),
+            pytest.param({42: "info"}, id="not-a-str"),
+        ],
+    )
+    def test_bad_values(self, exporter, levels):
+        """A qualifier on an event that has none, a level outside 1..50, a
+        bool, a float or a non-string name is a ConfigError naming
+        ``levels``."""
+        with pytest.raises(ConfigError) as info:
+            exporter(levels=levels)
+
+        assert "levels" == info.value.parameter
+
+    @pytest.mark.parametrize("exporter", log_exporters())
+    def test_valid_levels_accepted(self, exporter):
+        """Every event name, its outcomes or states, level names in any
+        case, custom ints and None are accepted."""
+        exporter(
+            levels={
+                "stormwall.call.ended:cancelled": "DEBUG",
+                "stormwall.attempt.ended:timeout": "Warning",
+                "stormwall.circuit_breaker.state_changed:forced_open": 50,
+                "stormwall.rate_limiter.allowed": 5,
+                "stormwall.bulkhead.released": "critical",
+                "stormwall.executor.observed": None,
+                "stormwall.backend.error": "error",
+            }
+        )
+
+
+class TestLoggerValidation:
+    """The ``logger`` parameter is checked when the exporter is built."""
+
+    @needs_structlog
+    @pytest.mark.parametrize(
+        "logger",
+        [
+            pytest.param(1, id="int"),
+            pytest.param("stormwall", id="str"),
+            pytest.param(logging.getLogger("x"), id="stdlib-logger"),
+        ],
+    )
+    def test_structlog_refuses_non_loggers(self, logger):
+        """A value without structlog's level methods, or a stdlib logger
+        (it takes no keyword fields), is a ConfigError naming ``logger``."""
+        from stormwall.exporters.structlog import StructlogExporter
+
+        with pytest.raises(ConfigError) as info:
+            StructlogExporter(logger=logger)
+
+        assert "logger" == info.value.parameter
+
+    @needs_structlog
+    def test_structlog_custom_level_needs_log(self):
+        """A numeric level with no method of its own needs ``log()``."""
+        from stormwall.exporters.structlog import StructlogExporter
+
+        class LevelMethodsOnly:
+            def debug(self, event, **kw): ...
+            def info(self, event, **kw): ...
+            def warning(self, event, **kw): ...
+            def error(self, event, **kw): ...
+            def critical(self, event, **kw): ...
+
+        StructlogExporter(logger=LevelMethodsOnly())
+        with pytest.raises(ConfigError) as info:
+            StructlogExporter(
+                logger=LevelMethodsOnly(),
+                levels={"stormwall.retry.scheduled": 25},
+            )
+
+        assert "levels" == info.value.parameter
 
 
 class TestPrivacy:

@@ -1,6 +1,13 @@
+"""
+The OpenTelemetry exporters: the span tree of calls and attempts, what spans
+record (and, by default, never record: arguments, exception messages), and
+the metrics through the OTel SDK, zeroed series included.
+"""
+
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 
@@ -552,6 +559,103 @@ class TestKey:
         assert "stormwall.key" not in tracing.one("svc attempt").attributes
 
 
+SECRET = "4111-1111-1111-1111"  # noqa: S105 - a card number: must reach no span
+
+
+def leaky_run(tracing, **exporter_kwargs):
+    """
+    Calls whose arguments, key and exception messages carry ``SECRET``.
+
+    Retries then failure, retries then fallback, a fallback that raises, and
+    an attempt timeout (async), all traced into ``tracing``.
+    """
+    bus = EventBus()
+    TracingExporter(tracing.provider, **exporter_kwargs).attach(bus)
+
+    def charge(card, *, cvv):
+        raise Boom(f"card {card} declined (cvv {cvv})")
+
+    failing = ResilientExecutor(
+        "pay", retry_policy=policy(), clock=MockClock(), bus=bus
+    )
+    with pytest.raises(Boom):
+        failing.run(SECRET, charge, SECRET, cvv=SECRET)
+
+    def leaky_fallback(error):
+        raise ValueError(f"fallback saw {error}")
+
+    for fallback in (lambda error: None, leaky_fallback):
+        ex = ResilientExecutor(
+            "pay-fb",
+            retry_policy=policy(max_attempts=2),
+            fallback=fallback,
+            clock=MockClock(),
+            bus=bus,
+        )
+        with contextlib.suppress(ValueError):
+            ex.run(SECRET, charge, SECRET, cvv=SECRET)
+
+    slow_ex = AsyncResilientExecutor(
+        "pay-slow", timeout=1.0, clock=MockClock(), bus=bus
+    )
+
+    async def slow(card):
+        await slow_ex.clock.sleep_async(5)
+        return card
+
+    with pytest.raises(TimeoutError):
+        asyncio.run(slow_ex.run(SECRET, slow, SECRET))
+
+
+class TestPrivacy:
+    """By default no argument or exception message reaches a span."""
+
+    def test_no_argument_reaches_any_span(self, tracing):
+        """Secrets in arguments, the key and exception messages appear in
+        no span's name, attributes, events, status or links."""
+        leaky_run(tracing)
+
+        spans = tracing.spans()
+        assert 10 <= len(spans)
+        for span in spans:
+            assert SECRET not in span.to_json(), span.name
+
+    def test_exception_type_only_by_default(self, tracing):
+        """A failed attempt records error.type and an exception event with
+        exception.type, but no message and no stack trace."""
+        leaky_run(tracing)
+
+        failed = [
+            s
+            for s in tracing.spans()
+            if s.status.status_code is StatusCode.ERROR
+            and s.name.endswith("attempt")
+        ]
+        assert failed
+        for span in failed:
+            (event,) = span.events
+            assert "exception" == event.name
+            assert {"exception.type"} == set(event.attributes)
+            assert (
+                span.attributes["error.type"]
+                in event.attributes["exception.type"]
+            )
+        assert {"test_exporters_otel.Boom"} <= {
+            s.events[0].attributes["exception.type"] for s in failed
+        }
+
+    def test_messages_on_request(self, tracing):
+        """With record_exception_messages=True an attempt's exception event
+        has the message and the stack trace, as OpenTelemetry records."""
+        leaky_run(tracing, record_exception_messages=True)
+
+        event = tracing.named("pay attempt")[0].events[0]
+        assert "exception" == event.name
+        assert SECRET in event.attributes["exception.message"]
+        assert "Traceback" in event.attributes["exception.stacktrace"]
+        assert "test_exporters_otel.Boom" == event.attributes["exception.type"]
+
+
 class TestTracingRobustness:
     """The exporter never breaks a call, and keeps nothing it should not."""
 
@@ -726,6 +830,10 @@ class TestTracingRobustness:
         cases = [
             (lambda: TracingExporter(object()), "tracer_provider"),
             (lambda: TracingExporter(record_key="yes"), "record_key"),
+            (
+                lambda: TracingExporter(record_exception_messages=1),
+                "record_exception_messages",
+            ),
             (lambda: TracingExporter().attach("bus"), "bus"),
             (lambda: MetricsExporter(object()), "meter_provider"),
             (lambda: MetricsExporter().attach(42), "bus"),
@@ -1096,6 +1204,23 @@ class TestMetricsExporter:
         assert {attrs(bulkhead="bh"): 0} == meters.points(
             "stormwall.bulkhead.in_flight", metrics
         )
+
+    def test_cancelled_series_born_at_zero(self, meters):
+        """The cancelled calls and attempts series exist at 0 from the
+        executor's first call, so rate() sees the first cancellation."""
+        bus = EventBus()
+        MetricsExporter(meters.provider).attach(bus)
+        ex = ResilientExecutor("svc", bus=bus, clock=MockClock())
+
+        ex.run("k", lambda: "ok")
+
+        metrics = meters.collect()
+        assert [0, 0] == [
+            meters.points(name, metrics)[
+                attrs(executor="svc", outcome="cancelled")
+            ]
+            for name in ("stormwall.calls", "stormwall.attempts")
+        ]
 
     def test_cancelled_calls_are_counted(self, meters):
         """A cancelled call is counted as outcome "cancelled"."""

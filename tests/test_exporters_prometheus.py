@@ -1,3 +1,9 @@
+"""
+The prometheus_client exporter: every metric of the vocabulary, series
+created at 0 when first seen, capped key labels, registries, multiprocess
+mode, and `serve_metrics`.
+"""
+
 from __future__ import annotations
 
 import os
@@ -162,13 +168,19 @@ class TestScenario:
             "failure": 1,
             "rejected": 1,
             "fallback": 0,
+            "cancelled": 0,
         } == {
             o: value(
                 registry, "stormwall_calls_total", executor="svc", outcome=o
             )
             for o in vocab.CALL_OUTCOMES
         }
-        assert {"success": 3, "failure": 3, "timeout": 0} == {
+        assert {
+            "success": 3,
+            "failure": 3,
+            "timeout": 0,
+            "cancelled": 0,
+        } == {
             o: value(
                 registry, "stormwall_attempts_total", executor="svc", outcome=o
             )
@@ -476,6 +488,26 @@ class TestSeriesKnownInAdvance:
             for name, labels in expected_zero
         ]
 
+    def test_cancelled_series_born_at_zero(self, registry, bus, exporter):
+        """The cancelled calls and attempts series exist at 0 from the
+        executor's first call, so rate() sees the first cancellation."""
+        ex = ResilientExecutor("svc", bus=bus, clock=MockClock())
+
+        ex.run("k", script("ok"))
+
+        assert [0.0, 0.0] == [
+            value(registry, name, executor="svc", outcome="cancelled")
+            for name in ("stormwall_calls_total", "stormwall_attempts_total")
+        ]
+
+        with pytest.raises(KeyboardInterrupt):
+            ex.run("k", script(KeyboardInterrupt()))
+
+        assert [1.0, 1.0] == [
+            value(registry, name, executor="svc", outcome="cancelled")
+            for name in ("stormwall_calls_total", "stormwall_attempts_total")
+        ]
+
     def test_composite_tiers_zeroed(self, registry, bus, exporter):
         """Each tier of a composite limiter gets its zeroed series."""
         from stormwall import CompositeLimiter
@@ -555,7 +587,7 @@ class TestCardinality:
             executor="svc",
             outcome="success",
         )
-        assert 4 == len(series(registry, "stormwall_calls_total"))
+        assert 5 == len(series(registry, "stormwall_calls_total"))
 
     def test_capped_key_label(self, registry, bus):
         """With key_label_limit=N, at most N + 1 key values exist."""
@@ -750,6 +782,21 @@ class TestServeMetrics:
 
         with pytest.raises(OSError):
             urllib.request.urlopen(server.url, timeout=2)  # noqa: S310 - loopback
+
+    def test_busy_port_names_the_address(self, registry):
+        """Binding a port already in use raises an OSError subclass whose
+        message names host:port, chained to the original error."""
+        first = serve_metrics(0, registry=registry)
+        try:
+            with pytest.raises(
+                OSError, match=f"127.0.0.1:{first.port}"
+            ) as info:
+                serve_metrics(first.port, registry=registry)
+        finally:
+            first.close()
+
+        assert isinstance(info.value.__cause__, OSError)
+        assert info.value.errno == info.value.__cause__.errno
 
     def test_bad_port(self):
         """A port outside 0..65535 is a ConfigError."""

@@ -1,3 +1,9 @@
+"""
+The httpx transports: what is retried, ``Retry-After`` (with the default
+policy and with a user's own executor), breaker and limiter wiring, spans,
+validation, and no leaked connection.
+"""
+
 from __future__ import annotations
 
 import asyncio
@@ -23,13 +29,16 @@ from stormwall import (  # noqa: E402
     RetryPolicy,
     TokenBucket,
 )
+from stormwall.events import RetryScheduled  # noqa: E402
 from stormwall.integrations.httpx import (  # noqa: E402
     AsyncResilientTransport,
     ResilientTransport,
     http_circuit_breaker,
     http_retry_policy,
+    is_retryable,
     parse_retry_after,
 )
+from stormwall.testing import EventRecorder  # noqa: E402
 
 
 # -- helpers ----------------------------------------------------------------
@@ -151,6 +160,104 @@ def test_http_date_retry_after(kind):
     response = request(kind, script, ex, "GET", "/x")
     assert response.status_code == 200
     assert 3.0 <= script.times[1] - script.times[0] <= 5.0
+
+
+def user_executor(kind, policy):
+    """The user's own executor: a plain RetryPolicy, no Retry-After hook."""
+    cls = ResilientExecutor if kind == "sync" else AsyncResilientExecutor
+    return cls("mine", retry_policy=policy, clock=MockClock(), bus=EventBus())
+
+
+@KINDS
+def test_retry_after_honoured_with_user_executor(kind):
+    """A user's executor whose policy has no retry_after hook still waits
+    what Retry-After says (7 s), not its own 0.1 s back-off; the user's
+    policy object is left untouched (it may be shared)."""
+    policy = RetryPolicy(
+        max_attempts=3,
+        base_delay=0.1,
+        max_delay=30.0,
+        jitter=None,
+        retry_on=is_retryable,
+    )
+    ex = user_executor(kind, policy)
+    script = Script(
+        ex.clock,
+        httpx.Response(503, headers={"Retry-After": "7"}),
+        httpx.Response(503),
+        httpx.Response(200),
+    )
+
+    response = request(kind, script, ex, "GET", "/x")
+
+    assert 200 == response.status_code
+    assert pytest.approx(7.0) == script.times[1] - script.times[0]
+    # No hint on the second 503: the policy's own back-off (0.1 * 2).
+    assert pytest.approx(0.2) == script.times[2] - script.times[1]
+    assert policy.retry_after is None
+    assert ex.retry_policy is policy
+
+
+@KINDS
+def test_retry_after_user_hook_wins_then_header(kind):
+    """A user's own retry_after hook decides first; when it has no answer
+    (None), the Retry-After header does; both are capped by max_delay."""
+    seen = []
+
+    def hook(error):
+        seen.append(error)
+        return 1.5 if len(seen) == 1 else None
+
+    policy = RetryPolicy(
+        max_attempts=3,
+        base_delay=0.1,
+        max_delay=4.0,
+        jitter=None,
+        retry_on=is_retryable,
+        retry_after=hook,
+    )
+    ex = user_executor(kind, policy)
+    script = Script(
+        ex.clock,
+        httpx.Response(503, headers={"Retry-After": "9"}),
+        httpx.Response(429, headers={"Retry-After": "60"}),
+        httpx.Response(200),
+    )
+
+    response = request(kind, script, ex, "GET", "/x")
+
+    assert 200 == response.status_code
+    assert pytest.approx(1.5) == script.times[1] - script.times[0]
+    assert pytest.approx(4.0) == script.times[2] - script.times[1]
+    assert 2 == len(seen)
+    assert policy.retry_after is hook
+
+
+@KINDS
+def test_user_executor_keeps_its_components(kind):
+    """The transport runs retried requests through the user's breaker,
+    limiter, clock and bus, and reports under the user's executor name."""
+    policy = RetryPolicy(max_attempts=3, base_delay=0.1, jitter=None)
+    breaker = http_circuit_breaker("mine", failure_threshold=2)
+    cls = ResilientExecutor if kind == "sync" else AsyncResilientExecutor
+    bus = EventBus()
+    ex = cls(
+        "mine",
+        retry_policy=policy,
+        circuit_breaker=breaker,
+        clock=MockClock(),
+        bus=bus,
+    )
+    with EventRecorder(bus) as recorder:
+        script = Script(
+            ex.clock, httpx.Response(503, headers={"Retry-After": "2"})
+        )
+        with pytest.raises(CircuitOpenError):
+            request(kind, script, ex, "GET", "/x")
+
+    assert "open" == breaker.state
+    assert {"mine"} == {e.executor for e in recorder.of_type(RetryScheduled)}
+    assert 2.0 == recorder.of_type(RetryScheduled)[0].delay
 
 
 def test_parse_retry_after_forms():

@@ -1,14 +1,28 @@
+"""
+The package as shipped: the public API, no third-party import, a sans-IO
+core, and the wheel and sdist holding the dashboards that
+``stormwall dashboards export`` writes.
+"""
+
 from __future__ import annotations
 
 import ast
 import pathlib
+import shutil
 import subprocess
 import sys
+import tarfile
+import tomllib
+import zipfile
+
+import pytest
 
 import stormwall
+from stormwall._export import FILES
 
 
 SRC = pathlib.Path(stormwall.__file__).parent
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 class TestPublicAPI:
@@ -154,3 +168,123 @@ class TestTypingModule:
 
         assert isinstance(Frozen(), t.Clock)
         assert not isinstance(object(), t.Clock)
+
+
+def _uv():
+    found = ROOT / ".venv-tools" / "bin" / "uv"
+    return str(found) if found.exists() else shutil.which("uv")
+
+
+class TestDashboardsShipped:
+    def test_every_dashboard_file_is_exported(self):
+        """Every file of dashboards/ but its README and the JSON
+        type-check is in the exported (and shipped) list."""
+        folder = ROOT / "dashboards"
+        found = sorted(
+            p.relative_to(folder).as_posix()
+            for p in folder.rglob("*")
+            if p.is_file()
+            and p.name != "README.md"
+            and "typecheck" not in p.relative_to(folder).parts
+        )
+
+        assert found == sorted(FILES)
+
+    def test_wheel_force_include_lists_them(self):
+        """pyproject.toml maps exactly those files into
+        stormwall/_dashboards, and the sdist includes dashboards/."""
+        config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+        targets = config["tool"]["hatch"]["build"]["targets"]
+        mapping = targets["wheel"]["force-include"]
+
+        assert {
+            f"dashboards/{name}": f"stormwall/_dashboards/{name}"
+            for name in FILES
+        } == mapping
+        assert "dashboards" in targets["sdist"]["include"]
+
+    @pytest.mark.slow
+    def test_built_wheel_and_sdist_ship_and_export_them(self, tmp_path):
+        """uv build: the sdist holds dashboards/, the wheel (built from
+        the sdist) stormwall/_dashboards/; installed from the wheel in a
+        fresh venv, `stormwall dashboards export` writes files equal to
+        the repository's, read from the package data."""
+        uv = _uv()
+        if uv is None:
+            pytest.skip("uv is not installed (make .venv-tools/bin/uv)")
+        dist = tmp_path / "dist"
+        subprocess.run(
+            [uv, "build", "--quiet", "--out-dir", str(dist), str(ROOT)],
+            check=True,
+            capture_output=True,
+        )
+        (wheel,) = dist.glob("*.whl")
+        (sdist,) = dist.glob("*.tar.gz")
+        with zipfile.ZipFile(wheel) as archive:
+            in_wheel = {
+                name: archive.read(name)
+                for name in archive.namelist()
+                if name.startswith("stormwall/_dashboards/")
+            }
+        with tarfile.open(sdist) as archive:
+            in_sdist = {
+                name.split("/", 1)[1]
+                for name in archive.getnames()
+                if "/dashboards/" in name
+            }
+
+        for name in FILES:
+            original = (ROOT / "dashboards" / name).read_bytes()
+            assert original == in_wheel[f"stormwall/_dashboards/{name}"]
+            assert f"dashboards/{name}" in in_sdist
+        assert len(FILES) == len(in_wheel)
+        assert not any("node_modules" in name for name in in_sdist)
+
+        venv = tmp_path / "venv"
+        subprocess.run(
+            [uv, "venv", "--quiet", "--python", sys.executable, str(venv)],
+            check=True,
+            capture_output=True,
+        )
+        python = venv / "bin" / "python"
+        subprocess.run(
+            [
+                uv,
+                "pip",
+                "install",
+                "--quiet",
+                "--offline",
+                "--no-deps",
+                "--python",
+                str(python),
+                str(wheel),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        target = tmp_path / "exported"
+        proc = subprocess.run(
+            [str(venv / "bin" / "stormwall"), "dashboards", "export", target],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=tmp_path,
+        )
+        where = subprocess.run(
+            [
+                str(python),
+                "-c",
+                "from stormwall._export import source; print(source())",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=tmp_path,
+        ).stdout.strip()
+
+        assert 0 == proc.returncode, proc.stderr
+        assert where.endswith("site-packages/stormwall/_dashboards")
+        for name in FILES:
+            assert (ROOT / "dashboards" / name).read_bytes() == (
+                target / name
+            ).read_bytes(), name

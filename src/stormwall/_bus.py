@@ -17,6 +17,14 @@ Design notes:
   on; the error is logged once per handler on the ``stormwall`` logger and
   counted in `statistics`. The handler stays subscribed (a transient
   exporter failure should not silence it for the rest of the process).
+- Handlers run in subscription order, with one exception for the handlers
+  that open and close a scope around other handlers' work (a tracing
+  exporter making a span current for the call): a routed subscription may
+  mark event types ``first`` (its handler runs before every other one, e.g.
+  on CallStarted) or ``last`` (after every other one, in reverse
+  subscription order, e.g. on CallEnded). So a log line of any event sees
+  the span of its call or attempt current, whichever exporter was attached
+  first, and two scope openers nest and unwind in LIFO order.
 """
 
 from __future__ import annotations
@@ -78,7 +86,7 @@ class Subscription:
     A handle on one subscription; `close` (or leaving ``with``) ends it.
     """
 
-    __slots__ = ("_bus", "event_types", "handler", "routes")
+    __slots__ = ("_bus", "event_types", "first", "handler", "last", "routes")
 
     def __init__(
         self,
@@ -86,6 +94,8 @@ class Subscription:
         handler: Handler,
         event_types: tuple[type[Event], ...],
         routes: Mapping[type[Event], Handler] | None = None,
+        first: tuple[type[Event], ...] = (),
+        last: tuple[type[Event], ...] = (),
     ) -> None:
         self._bus: EventBus | None = bus
         self.handler = handler
@@ -93,6 +103,10 @@ class Subscription:
         # One handler per event type (see EventBus._subscribe_routes); the
         # bus then calls the right one directly, no dispatch of our own.
         self.routes = routes
+        # Types whose route runs before (first) or after (last) every
+        # other handler: see the module docstring.
+        self.first = first
+        self.last = last
 
     @property
     def active(self) -> bool:
@@ -177,7 +191,11 @@ class EventBus:
         return sub
 
     def _subscribe_routes(
-        self, routes: Mapping[type[Event], Handler]
+        self,
+        routes: Mapping[type[Event], Handler],
+        *,
+        first: tuple[type[Event], ...] = (),
+        last: tuple[type[Event], ...] = (),
     ) -> Subscription:
         """
         Subscribe one handler per event type, in one subscription.
@@ -185,13 +203,20 @@ class EventBus:
         The bus resolves each concrete event type to its route once (the
         most specific subscribed base wins), so an exporter handling many
         types pays no dispatch of its own per event.
+
+        ``first`` and ``last`` are event types whose route runs before,
+        or after, every other subscription's handler of that event (see the
+        module docstring): what a handler that opens a scope on one event
+        and closes it on another needs, so the other handlers always run
+        inside the scope.
         """
         routes = dict(routes)
-        for t, handler in routes.items():
+        for t in (*routes, *first, *last):
             if not (isinstance(t, type) and issubclass(t, Event)):  # type: ignore[redundant-expr]
                 raise ConfigError(
                     "event_types", f"{t!r} is not an Event subclass"
                 )
+        for handler in routes.values():
             if not callable(handler):
                 raise ConfigError(
                     "handler",
@@ -205,7 +230,9 @@ class EventBus:
                     return handler(event)
             return None
 
-        sub = Subscription(self, route, tuple(routes), routes)
+        sub = Subscription(
+            self, route, tuple(routes), routes, tuple(first), tuple(last)
+        )
         with self._lock:
             for handler in routes.values():
                 self._owners[id(handler)] = id(route)
@@ -246,17 +273,25 @@ class EventBus:
         # swaps the subscriptions first, so a stale result can only land in
         # a cache that is already being replaced.
         cache = self._cache
-        handlers = []
+        first: list[Handler] = []
+        handlers: list[Handler] = []
+        last: list[Handler] = []
         for s in self._subs:
             if s.routes is not None:
                 for base in event_type.__mro__:
                     routed = s.routes.get(base)
                     if routed is not None:
-                        handlers.append(routed)
+                        if issubclass(event_type, s.first):
+                            first.append(routed)
+                        elif issubclass(event_type, s.last):
+                            last.append(routed)
+                        else:
+                            handlers.append(routed)
                         break
             elif not s.event_types or issubclass(event_type, s.event_types):
                 handlers.append(s.handler)
-        resolved = tuple(handlers)
+        # Scopes closed last unwind in the reverse order they were opened.
+        resolved = (*first, *handlers, *reversed(last))
         cache[event_type] = resolved
         return resolved
 

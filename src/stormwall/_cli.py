@@ -1,5 +1,5 @@
 """
-The ``stormwall`` command: ``stormwall demo`` and ``stormwall --version``.
+The ``stormwall`` command: ``demo``, ``dashboards export`` and ``--version``.
 
 Standard library only, so ``stormwall --version`` and every usage error
 work without the demo extra. Errors are one line on stderr and exit status
@@ -12,6 +12,7 @@ import argparse
 import math
 import secrets
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Final, NoReturn
 
 from ._version import __version__
@@ -163,11 +164,64 @@ def _parser() -> _Parser:
     )
     demo.add_argument(
         "--spans",
+        metavar="FILE",
+        default=None,
+        help="write every span, one JSON object a line, to FILE ('-': "
+        "stderr; thousands a second); spans also go to "
+        "OTEL_EXPORTER_OTLP_ENDPOINT when it is set",
+    )
+    dashboards = commands.add_parser(
+        "dashboards",
+        help="the Grafana dashboard and Prometheus alert rules",
+        description="The Grafana dashboard, the Prometheus alert rules and "
+        "the Grafana provisioning files shipped with stormwall.",
+        allow_abbrev=False,
+    )
+    actions = dashboards.add_subparsers(
+        dest="action", metavar="ACTION", parser_class=_Parser
+    )
+    export = actions.add_parser(
+        "export",
+        help="write the dashboard, alert rules and provisioning files",
+        description=(
+            "Write stormwall-overview.json (the Grafana dashboard), "
+            "alerts.yml and alerts_test.yml (Prometheus alert rules and "
+            "their promtool tests) and provisioning/ (Grafana datasource "
+            "and dashboard provisioning) into DIR, created if needed. "
+            "Refuses to overwrite a file unless --force."
+        ),
+        allow_abbrev=False,
+    )
+    export.add_argument(
+        "directory", metavar="DIR", type=Path, help="where to write them"
+    )
+    export.add_argument(
+        "--force",
         action="store_true",
-        help="print spans on stderr (when OTEL_EXPORTER_OTLP_ENDPOINT is "
-        "not set; with it, spans go to the collector)",
+        help="overwrite files that already exist",
     )
     return parser
+
+
+def _dashboards(args: argparse.Namespace) -> int:
+    """``stormwall dashboards ACTION``: the exit status."""
+    if args.action is None:
+        sys.stderr.write(
+            "stormwall dashboards: error: an action is required: "
+            "stormwall dashboards export DIR (see stormwall dashboards "
+            "--help)\n"
+        )
+        return 2
+    from ._export import ExportError, export
+
+    try:
+        written = export(args.directory, force=args.force)
+    except ExportError as exc:
+        sys.stderr.write(f"stormwall dashboards export: error: {exc}\n")
+        return 2
+    for path in written:
+        sys.stdout.write(f"wrote {path}\n")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -187,10 +241,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 0
     if args.command is None:
         sys.stderr.write(
-            "stormwall: error: a command is required: stormwall demo "
-            "(see stormwall --help)\n"
+            "stormwall: error: a command is required: stormwall demo or "
+            "stormwall dashboards export DIR (see stormwall --help)\n"
         )
         return 2
+    if args.command == "dashboards":
+        return _dashboards(args)
 
     from ._demo import Options, run
 

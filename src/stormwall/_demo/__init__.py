@@ -53,7 +53,9 @@ class Options:
             are still printed.
         users: Concurrent users (limiter keys ``user:1`` ...).
         rate: Calls per second per user.
-        spans: Print spans on stderr (when no OTLP endpoint is set).
+        spans: Write every span, one JSON object a line, to this file
+            (``"-"``: stderr), besides any OTLP endpoint; ``None``: spans
+            are counted, not written.
     """
 
     duration: float = 30.0
@@ -62,7 +64,7 @@ class Options:
     quiet: bool = False
     users: int = 20
     rate: float = 5.0
-    spans: bool = False
+    spans: str | None = None
 
 
 def run(

@@ -6,15 +6,16 @@ times at ``--rate`` calls per second, *open loop*: a slow or failing upstream
 does not slow the arrivals down, as with real traffic. Each call goes
 through one `AsyncResilientExecutor` with the settings of `pipeline_settings`
 (a per-user token bucket, retries with full jitter honouring
-``Retry-After``, a retry budget, a circuit breaker and a per-attempt
-timeout). The client counts nothing itself: the status line listens to the
-executor's events.
+``Retry-After``, a retry budget, a circuit breaker, a bulkhead and a
+per-attempt timeout). The client counts nothing itself: the status line
+listens to the executor's events.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
@@ -24,11 +25,13 @@ import httpx
 from stormwall import (
     AsyncResilientExecutor,
     AttemptTimeoutError,
+    Bulkhead,
     CircuitBreaker,
     RetryBudget,
     RetryPolicy,
     TokenBucket,
 )
+from stormwall.integrations.httpx import parse_retry_after
 
 
 if TYPE_CHECKING:
@@ -38,13 +41,15 @@ if TYPE_CHECKING:
 
 
 __all__ = [
+    "BREAKER",
+    "BULKHEAD",
     "EXECUTOR",
+    "LIMITER",
     "Load",
     "PipelineSettings",
     "ServerError",
     "ThrottledError",
     "build_executor",
-    "parse_retry_after",
     "pipeline_settings",
     "retry_after_hint",
 ]
@@ -52,6 +57,7 @@ __all__ = [
 EXECUTOR: Final = "upstream-api"
 BREAKER: Final = "upstream"
 LIMITER: Final = "per-user"
+BULKHEAD: Final = "upstream"
 
 
 class ServerError(Exception):
@@ -76,21 +82,6 @@ class ThrottledError(Exception):
     def __init__(self, retry_after: float | None) -> None:
         super().__init__("upstream answered 429")
         self.retry_after = retry_after
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """
-    Seconds from a ``Retry-After`` header in delta-seconds form, or None.
-
-    The HTTP-date form is not used by the demo's upstream, so it yields
-    ``None`` (the normal back-off applies).
-    """
-    if value is None:
-        return None
-    value = value.strip()
-    if not value.isdigit():
-        return None
-    return float(value)
 
 
 def retry_after_hint(error: object) -> float | None:
@@ -123,6 +114,7 @@ class PipelineSettings:
         max_recovery_timeout: Cap of the doubling open period on re-trips.
         half_open_max_calls: Probes in flight while half-open.
         success_threshold: Successful probes that close it.
+        bulkhead_limit: Attempts in flight at once, across all users.
     """
 
     bucket_capacity: float
@@ -142,16 +134,22 @@ class PipelineSettings:
     max_recovery_timeout: float
     half_open_max_calls: int
     success_threshold: int
+    bulkhead_limit: int
 
 
-def pipeline_settings(duration: float, rate: float) -> PipelineSettings:
+def pipeline_settings(
+    duration: float, rate: float, users: int
+) -> PipelineSettings:
     """
-    The settings for a run of ``duration`` s at ``rate`` calls/s per user.
+    The settings for ``users`` users at ``rate`` calls/s each, ``duration`` s.
 
-    Only the breaker's timing scales with the run: its open period is about
-    a twentieth of the run (1.5 s for 30 s), so it probes, re-trips and,
-    once the upstream recovers, closes within the phases of even a short
-    run. Everything else is what a real client of a fast API would use.
+    The breaker's timing scales with the run: its open period is about a
+    twentieth of the run (1.5 s for 30 s), so it probes, re-trips and, once
+    the upstream recovers, closes within the phases of even a short run.
+    The bulkhead scales with the load: it holds the attempts in flight of
+    a healthy or degraded upstream, and fills when the upstream stops
+    answering at the start of the outage. Everything else is what a real
+    client of a fast API would use.
     """
     recovery = min(5.0, max(0.25, duration / 20))
     return PipelineSettings(
@@ -185,6 +183,12 @@ def pipeline_settings(duration: float, rate: float) -> PipelineSettings:
         # an outage does not close the breaker.
         half_open_max_calls=3,
         success_threshold=3,
+        # A fifth of a second of the whole load: healthy calls take
+        # milliseconds (one or two in flight), degraded ones a few more
+        # (spikes up to the 0.5 s timeout); an upstream that hangs fills
+        # it in a quarter of a second, and the rest are refused at once
+        # instead of piling up until the breaker trips.
+        bulkhead_limit=max(4, math.ceil(0.2 * users * rate)),
     )
 
 
@@ -229,6 +233,7 @@ def build_executor(
             success_threshold=settings.success_threshold,
             ignore_on=(ThrottledError,),
         ),
+        bulkhead=Bulkhead(settings.bulkhead_limit, name=BULKHEAD),
         timeout=settings.attempt_timeout,
         bus=bus,
     )

@@ -20,7 +20,7 @@ import contextlib
 import logging
 import os
 import shutil
-from typing import TYPE_CHECKING, Final, TextIO, cast
+from typing import IO, TYPE_CHECKING, Final, TextIO, cast
 
 import httpx
 import structlog
@@ -30,7 +30,7 @@ from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     ConsoleSpanExporter,
 )
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
 from stormwall import EventBus, MonotonicClock, __version__, observe
 from stormwall.exporters.otel import TracingExporter
@@ -53,6 +53,10 @@ from ._upstream import PHASES, FlakyUpstream, Schedule, make_schedule
 
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from opentelemetry.sdk.trace.export import SpanExporter
+
     from . import Options
 
 
@@ -68,6 +72,7 @@ _LOG_LEVELS: Final = {
     "stormwall.call.ended:failure": "info",
     "stormwall.call.ended:rejected": "info",
     "stormwall.rate_limiter.rejected": "info",
+    "stormwall.bulkhead.rejected": "info",
     "stormwall.circuit_breaker.state_changed:closed": "warning",
 }
 
@@ -112,8 +117,35 @@ class _Timeline:
         return self.schedule.phase_at(self.elapsed()).name
 
 
+def _span_line(span: ReadableSpan) -> str:
+    """One span as one line of JSON (JSON Lines)."""
+    return cast("str", span.to_json(indent=None)) + "\n"
+
+
+def _span_file(
+    options: Options, log_stream: TextIO, cleanup: contextlib.ExitStack
+) -> tuple[IO[str] | None, str]:
+    """Where ``--spans`` writes (opened), and how to say so."""
+    if options.spans is None:
+        return None, ""
+    if options.spans == "-":
+        return log_stream, "printed on stderr, one JSON object a line"
+    try:
+        # Closed after the tracer provider's shutdown has flushed it (the
+        # exit stack runs callbacks last in, first out).
+        stream = cleanup.enter_context(
+            open(options.spans, "w", encoding="utf-8")  # noqa: SIM115, PTH123
+        )
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        raise _UsageError(
+            f"cannot write spans to {options.spans}: {reason}"
+        ) from None
+    return stream, f"written to {options.spans}, one JSON object a line"
+
+
 def _tracer_provider(
-    options: Options, spans_out: TextIO
+    spans_out: IO[str] | None, spans_where: str
 ) -> tuple[TracerProvider, _SpanCounter, str]:
     """The demo's tracer provider, its span counter, and where spans go."""
     provider = TracerProvider(
@@ -139,19 +171,30 @@ def _tracer_provider(
             ) from None
         # The exporter reads the endpoint, headers and timeout from the
         # standard OTEL_EXPORTER_OTLP_* variables itself.
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-        where = f"OTLP http/protobuf to {endpoint}"
-    elif options.spans:
-        provider.add_span_processor(
-            BatchSpanProcessor(ConsoleSpanExporter(out=spans_out))
-        )
-        where = "printed on stderr (--spans)"
+        exporters: list[tuple[SpanExporter, str]] = [
+            (OTLPSpanExporter(), f"OTLP http/protobuf to {endpoint}")
+        ]
     else:
-        # Printing every span would flood the terminal; tracing stays on
-        # (the spans are made and counted) so its cost is part of the demo.
+        exporters = []
+    if spans_out is not None:
+        exporters.append(
+            (
+                ConsoleSpanExporter(out=spans_out, formatter=_span_line),
+                spans_where,
+            )
+        )
+    for exporter, _ in exporters:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    if exporters:
+        where = "; ".join(what for _, what in exporters)
+    else:
+        # Printing every span would flood the terminal (thousands a
+        # second); tracing stays on (the spans are made and counted) so its
+        # cost is part of the demo.
         where = (
-            "recorded, not exported (set OTEL_EXPORTER_OTLP_ENDPOINT to send "
-            "them to a collector, or pass --spans to print them)"
+            "recorded and counted, not exported (set "
+            "OTEL_EXPORTER_OTLP_ENDPOINT to send them to a collector, or "
+            "--spans FILE to write them to a file)"
         )
     return provider, counter, where
 
@@ -189,17 +232,41 @@ def _describe_pipeline(s: PipelineSettings) -> str:
         f"token bucket {s.bucket_rate:g}/s (burst {s.bucket_capacity:g}) per"
         f" user; {s.max_attempts} attempts, full jitter, Retry-After; breaker"
         f" trips at {s.failure_rate_threshold:.0%} of {s.window_size} or"
-        f" {s.failure_threshold} in a row, open {s.recovery_timeout:g}s"
+        f" {s.failure_threshold} in a row, open {s.recovery_timeout:g}s;"
+        f" bulkhead {s.bulkhead_limit} attempts in flight"
     )
 
 
-def run_demo(options: Options, out: TextIO, err: TextIO) -> int:
-    """Run the demo (the demo extra is installed); the exit status."""
+# What the status line shows, printed once above it.
+_STATUS_LEGEND: Final = (
+    "  status: per second over the last second (calls/s, ok share,"
+    " rejected/s, retries/s); the breaker's state and the bulkhead's"
+    " attempts in flight/limit now"
+)
+
+
+def run_demo(
+    options: Options,
+    out: TextIO,
+    err: TextIO,
+    *,
+    on_metrics: Callable[[str], None] | None = None,
+) -> int:
+    """
+    Run the demo (the demo extra is installed); the exit status.
+
+    ``on_metrics`` receives the final Prometheus exposition, once the load
+    has ended and before the exporters stop (the summary counts what it
+    shows).
+    """
     log_stream = LogStream(err, None)
     with contextlib.ExitStack() as cleanup:
         try:
+            spans_out, spans_where = _span_file(
+                options, cast("TextIO", log_stream), cleanup
+            )
             provider, span_counter, traces = _tracer_provider(
-                options, cast("TextIO", log_stream)
+                spans_out, spans_where
             )
             cleanup.callback(provider.shutdown)
             prometheus = PrometheusExporter(CollectorRegistry())
@@ -212,7 +279,10 @@ def run_demo(options: Options, out: TextIO, err: TextIO) -> int:
 
         schedule = make_schedule(options.duration, options.seed)
         timeline = _Timeline(schedule)
-        tally = Tally(PHASES, timeline.phase)
+        settings = pipeline_settings(
+            options.duration, options.rate, options.users
+        )
+        tally = Tally(PHASES, timeline.phase, settings.bulkhead_limit)
         status = None
         if not options.quiet:
             status = StatusLine(
@@ -237,7 +307,6 @@ def run_demo(options: Options, out: TextIO, err: TextIO) -> int:
             )
         )
         cleanup.enter_context(bus.subscribe(tally.handle, *Tally.EVENT_TYPES))
-        settings = pipeline_settings(options.duration, options.rate)
         header = [
             (
                 f"stormwall demo {__version__}: {options.duration:g}s,"
@@ -250,6 +319,8 @@ def run_demo(options: Options, out: TextIO, err: TextIO) -> int:
             f"  traces: {traces}",
             f"  logs: {logs}",
         ]
+        if status is not None:
+            header.append(_STATUS_LEGEND)
         upstream = FlakyUpstream(schedule, options.seed, timeline.elapsed)
         interrupted = False
         try:
@@ -267,11 +338,15 @@ def run_demo(options: Options, out: TextIO, err: TextIO) -> int:
             )
         except KeyboardInterrupt:
             interrupted = True
+        if on_metrics is not None and not interrupted:
+            on_metrics(generate_latest(prometheus.registry).decode())
         # Stop the exporters (and flush the spans) before the summary, so
         # it is the last thing on screen.
         cleanup.close()
 
-    out.write("\n" + _summary(tally, timeline, upstream, span_counter))
+    out.write(
+        "\n" + _summary(tally, timeline, upstream, span_counter, spans_where)
+    )
     out.write(f"metrics were served at {server.url} while the demo ran\n")
     out.flush()
     if interrupted:
@@ -363,6 +438,7 @@ def _summary(
     timeline: _Timeline,
     upstream: FlakyUpstream,
     spans: _SpanCounter,
+    spans_where: str,
 ) -> str:
     windows = [(p.name, p.start, p.end) for p in timeline.schedule.phases]
     total = tally.totals()
@@ -375,16 +451,39 @@ def _summary(
         for kind in ("200", "429", "5xx", "dropped")
         if kind in served
     )
+    elapsed = timeline.elapsed()
+    per_second = spans.ended / elapsed if elapsed > 0 else 0.0
     lines = [
-        f"summary ({timeline.elapsed():.1f}s)",
+        f"summary ({elapsed:.1f}s)",
         format_summary(tally, windows),
+        "",
+        (
+            "a call the breaker stopped mid-retry reached the upstream: it"
+            " is a failure call, and its refused retry a breaker rejection"
+        ),
+    ]
+    cancelled = total.outcomes["cancelled"]
+    if cancelled:
+        lines.append(
+            f"cancelled at the end of the run: {cancelled} call"
+            f"{'s' * (cancelled != 1)} (outcome cancelled)"
+        )
+    limit = tally.bulkhead_limit
+    lines += [
         "",
         (
             f"breaker: opened {opened} time{'s' * (opened != 1)},"
             f" ended {tally.breaker_state}"
         ),
+        (
+            f"bulkhead: at most {total.peak_in_flight} of {limit} attempts"
+            f" in flight, refused {total.bulkhead_rejections}"
+        ),
         f"retry budget: denied {total.budget_denials} retries",
         f"upstream answered: {answered or 'nothing'}",
-        f"spans: {spans.ended} ended",
+        (
+            f"spans: {spans.ended} ended ({per_second:.0f} a second)"
+            + (f", {spans_where}" if spans_where else "")
+        ),
     ]
     return "\n".join(lines) + "\n"

@@ -12,8 +12,10 @@ Rules:
   phase)`` (`decide`): reproducible by request number, although which request
   arrives when depends on real network timing and is not.
 - Degraded: 5xx answers and latency spikes (some beyond the client's
-  per-attempt timeout). Outage: 503s and connections closed without an
-  answer. Any phase but the outage: an occasional 429 with ``Retry-After``.
+  per-attempt timeout). Outage: the upstream mostly hangs (it sits on a
+  request for 1-2 s, past the client's timeout), then answers 503 or
+  closes the connection without an answer. Any phase but the outage: an
+  occasional 429 with ``Retry-After``.
 
 Only the standard library: the server is `asyncio.start_server` with just
 enough HTTP/1.1 to serve ``GET`` with keep-alive.
@@ -166,13 +168,15 @@ PROFILES: Final = {
         latency=(0.01, 0.05),
         spike=(0.3, 1.0),
     ),
+    # Most requests hang past the client's timeout (what fills its
+    # bulkhead before the breaker trips); the others fail at once.
     "outage": Profile(
         error_rate=0.85,
         drop_rate=0.15,
         throttle_rate=0.0,
-        spike_rate=0.0,
+        spike_rate=0.8,
         latency=(0.0, 0.005),
-        spike=(0.0, 0.0),
+        spike=(1.0, 2.0),
     ),
     "recovery": Profile(
         error_rate=0.03,

@@ -100,15 +100,23 @@ class Attachments:
         self,
         bus: object,
         routes: Mapping[type[events.Event], Callable[[events.Event], object]],
+        *,
+        first: tuple[type[events.Event], ...] = (),
+        last: tuple[type[events.Event], ...] = (),
     ) -> Subscription:
-        """Subscribe one handler per event type on ``bus``, once per bus."""
+        """
+        Subscribe one handler per event type on ``bus``, once per bus.
+
+        ``first`` and ``last``: event types whose handler runs before, or
+        after, every other subscriber's (`EventBus._subscribe_routes`).
+        """
         target = target_bus(bus)
         with self._lock:
             self._subs = [s for s in self._subs if s.active]
             for sub in self._subs:
                 if sub._bus is target:
                     return sub
-            sub = target._subscribe_routes(routes)
+            sub = target._subscribe_routes(routes, first=first, last=last)
             self._subs.append(sub)
             return sub
 

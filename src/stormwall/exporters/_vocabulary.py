@@ -10,6 +10,7 @@ in structlog and stdlib logging alike. Standard library only.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import threading
 from dataclasses import dataclass
@@ -17,10 +18,11 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .._breaker import CircuitState
 from .._errors import ConfigError
+from ._attach import EVENT_TYPES
 
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
 
     from .._events import Event
 
@@ -203,8 +205,14 @@ METRICS: Final = (
 # their executor, breaker or limiter is first seen, because Prometheus's
 # rate()/increase() ignore the first sample of a new series, so a series born
 # at 1 would hide the very first breaker trip.
-CALL_OUTCOMES: Final = ("success", "failure", "rejected", "fallback")
-ATTEMPT_OUTCOMES: Final = ("success", "failure", "timeout")
+CALL_OUTCOMES: Final = (
+    "success",
+    "failure",
+    "rejected",
+    "fallback",
+    "cancelled",
+)
+ATTEMPT_OUTCOMES: Final = ("success", "failure", "timeout", "cancelled")
 LIMITER_RESULTS: Final = ("allowed", "waited", "rejected")
 BREAKER_STATES: Final = tuple(s.value for s in CircuitState)
 BREAKER_TRANSITION_PAIRS: Final = (
@@ -342,6 +350,91 @@ _LEVEL_NAMES: Final = {
     "critical": logging.CRITICAL,
 }
 
+# What may follow "event name:" in ``levels``: the outcomes or the states
+# entered, as `qualifier` reads them from the event.
+QUALIFIERS: Final[Mapping[str, tuple[str, ...]]] = {
+    "stormwall.call.ended": CALL_OUTCOMES,
+    "stormwall.attempt.ended": ATTEMPT_OUTCOMES,
+    "stormwall.circuit_breaker.state_changed": BREAKER_STATES,
+}
+
+
+def _level_keys() -> frozenset[str]:
+    """Every valid key of ``levels``: event names, qualified ones."""
+    names = {cls.name for cls in EVENT_TYPES}
+    return frozenset(
+        names.union(
+            f"{name}:{q}"
+            for name, qualifiers in QUALIFIERS.items()
+            for q in qualifiers
+        )
+    )
+
+
+def _nearest(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the nearest of ``choices``, or ``""``."""
+    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _check_key(name: object, valid: frozenset[str]) -> str:
+    """``name`` if it is an event name (or a qualified one) of ``valid``."""
+    if not isinstance(name, str):
+        raise ConfigError(
+            "levels",
+            f"{name!r} is not a stormwall event name (keys are strings like "
+            "'stormwall.retry.scheduled')",
+        )
+    if name in valid:
+        return name
+    event, colon, qualifier = name.partition(":")
+    if colon and event in valid:
+        allowed = QUALIFIERS.get(event)
+        if allowed is None:
+            raise ConfigError(
+                "levels",
+                f"{event!r} has no outcome or state to qualify it with "
+                f"{qualifier!r}; only {', '.join(map(repr, QUALIFIERS))} do",
+            )
+        raise ConfigError(
+            "levels",
+            f"{qualifier!r} is not an outcome or state of {event!r} (one of "
+            f"{', '.join(allowed)}){_nearest(name, valid)}",
+        )
+    raise ConfigError(
+        "levels",
+        f"{name!r} is not a stormwall event name{_nearest(name, valid)}",
+    )
+
+
+def _check_level(name: str, level: object) -> int | None:
+    """``level`` as a number: ``None``, an int in 1..50 or a level name."""
+    if level is None:
+        return None
+    if isinstance(level, int) and not isinstance(level, bool):
+        if 1 <= level <= logging.CRITICAL:
+            return level
+        raise ConfigError(
+            "levels",
+            f"{level!r} (for {name!r}) is outside 1..{logging.CRITICAL} "
+            "(DEBUG is 10, CRITICAL 50; None silences the line)",
+        )
+    if isinstance(level, str):
+        number = _LEVEL_NAMES.get(level.lower())
+        if number is not None:
+            return number
+        raise ConfigError(
+            "levels",
+            f"{level!r} (for {name!r}) is not a logging level name"
+            f"{_nearest(level.lower(), _LEVEL_NAMES)}; use one of "
+            f"{', '.join(_LEVEL_NAMES)}, an int or None",
+        )
+    raise ConfigError(
+        "levels",
+        f"{level!r} (for {name!r}) is not a logging level: expected a level "
+        f"name, an int or None, got {type(level).__name__}",
+    )
+
 
 def resolve_levels(
     levels: Mapping[str, int | str | None] | None,
@@ -350,7 +443,10 @@ def resolve_levels(
     The defaults overridden by ``levels`` (ints or names like ``"info"``).
 
     Raises:
-        ConfigError: ``levels`` is not a mapping or a level is unknown.
+        ConfigError: ``levels`` is not a mapping, a key is not a stormwall
+            event name (or ``"name:outcome"``/``"name:state"`` with a real
+            outcome or state), or a level is not a level name, an int in
+            1..50 or ``None``. Unknown names come with the nearest valid one.
     """
     merged: dict[str, int | None] = dict(DEFAULT_LEVELS)
     if levels is None:
@@ -359,23 +455,10 @@ def resolve_levels(
         raise ConfigError(
             "levels", f"expected a mapping, got {type(levels).__name__}"
         )
+    valid = _level_keys()
     for name, level in levels.items():
-        if not isinstance(name, str) or not name.startswith(  # type: ignore[redundant-expr]
-            "stormwall."
-        ):
-            raise ConfigError(
-                "levels", f"{name!r} is not a stormwall event name"
-            )
-        if level is None or (
-            isinstance(level, int) and not isinstance(level, bool)
-        ):
-            merged[name] = level
-        elif isinstance(level, str) and level.lower() in _LEVEL_NAMES:
-            merged[name] = _LEVEL_NAMES[level.lower()]
-        else:
-            raise ConfigError(
-                "levels", f"{level!r} is not a logging level (for {name!r})"
-            )
+        key = _check_key(name, valid)
+        merged[key] = _check_level(key, level)
     return merged
 
 
@@ -444,35 +527,67 @@ def log_fields(event: Event) -> dict[str, object]:
     return fields
 
 
-def trace_ids() -> dict[str, str]:
+CALL_SPAN: Final = "stormwall.call_span"
+"""
+The OpenTelemetry context key under which `TracingExporter` keeps
+``(call_id, call span)`` for as long as the call span is current (and its
+attempts' spans, which sit on it).
+"""
+
+# The events that belong to an attempt (their lines carry the attempt span);
+# every other event of a call belongs to the call.
+_ATTEMPT_EVENTS: Final = frozenset(
+    {"stormwall.attempt.started", "stormwall.attempt.ended"}
+)
+
+
+def trace_ids(event: Event | None = None) -> dict[str, str]:
     """
-    ``trace_id`` and ``span_id`` (hex) of the active OpenTelemetry span.
+    ``trace_id`` and ``span_id`` (hex) of ``event``'s span.
+
+    That is the active OpenTelemetry span, except for a call's own events
+    (not an attempt's) while one of its attempt spans is active: they carry
+    the call span, which `TracingExporter` keeps in the context. The bus
+    runs the tracing exporter's span openings first and closings last, so
+    the right span is active whatever the exporters' order.
 
     Empty when OpenTelemetry is not installed or no span is active.
     """
-    trace = _otel_trace()
-    if trace is None:
+    otel = _otel()
+    if otel is None:
         return {}
-    context = trace.get_current_span().get_span_context()
-    if not context.is_valid:
+    trace, context = otel
+    span = trace.get_current_span()
+    if (
+        event is not None
+        and event.call_id is not None
+        and event.name not in _ATTEMPT_EVENTS
+    ):
+        call = context.get_value(CALL_SPAN)
+        if call is not None and call[0] == event.call_id:
+            span = call[1]
+    span_context = span.get_span_context()
+    if not span_context.is_valid:
         return {}
     return {
-        "trace_id": format(context.trace_id, "032x"),
-        "span_id": format(context.span_id, "016x"),
+        "trace_id": format(span_context.trace_id, "032x"),
+        "span_id": format(span_context.span_id, "016x"),
     }
 
 
-_otel_module: Any = None
+_otel_modules: Any = None
 _otel_checked = False
 
 
-def _otel_trace() -> Any:
-    global _otel_module, _otel_checked  # noqa: PLW0603 - a lazy import cache
+def _otel() -> Any:
+    """``(opentelemetry.trace, opentelemetry.context)``, or ``None``."""
+    global _otel_modules, _otel_checked  # noqa: PLW0603 - a lazy import cache
     if not _otel_checked:
         try:
-            from opentelemetry import trace
+            from opentelemetry import context, trace
         except ImportError:
-            trace = None  # type: ignore[assignment]
-        _otel_module = trace
+            _otel_modules = None
+        else:
+            _otel_modules = (trace, context)
         _otel_checked = True
-    return _otel_module
+    return _otel_modules

@@ -128,7 +128,7 @@ class LoggingExporter:
         if level is None or not self._logger.isEnabledFor(level):
             return
         fields = log_fields(event)
-        fields.update(trace_ids())
+        fields.update(trace_ids(event))
         message = " ".join(
             [event.name, *(f"{k}={_render(v)}" for k, v in fields.items())]
         )

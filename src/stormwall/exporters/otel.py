@@ -26,7 +26,10 @@ Traces (`TracingExporter`):
   current while the function runs, so a span the function opens (an HTTP
   client span) nests under the attempt that made it. Attributes:
   ``stormwall.attempt`` (1-based), ``stormwall.outcome``; a failed or timed
-  out attempt has status ERROR, ``error.type`` and the recorded exception.
+  out attempt has status ERROR, ``error.type`` and an ``exception`` span
+  event with the exception's type (``exception.type``) only: its message and
+  stack trace are recorded only with ``record_exception_messages=True``, as
+  they may carry the call's arguments.
 - Everything the pipeline decides is a **span event on the call span**,
   named like the stormwall event: ``stormwall.retry.scheduled``
   (``stormwall.retry.delay`` seconds, ``error.type``),
@@ -127,12 +130,24 @@ _LIMITER_WAITED: Final = "stormwall.rate_limiter.waited"
 _BULKHEAD_NAME: Final = "stormwall.bulkhead.name"
 _BULKHEAD_IN_FLIGHT: Final = "stormwall.bulkhead.in_flight"
 _BULKHEAD_WAITED: Final = "stormwall.bulkhead.waited"
+# OTel's exception event and its type attribute (semantic conventions).
+_EXCEPTION: Final = "exception"
+_EXCEPTION_TYPE: Final = "exception.type"
 
 # Call outcomes that make the call span an error: the caller got an
 # exception. "fallback" (the caller got a value) and "cancelled" (the
 # caller stopped) do not.
 _FAILED_CALL: Final = frozenset({"failure", "rejected"})
 _FAILED_ATTEMPT: Final = frozenset({"failure", "timeout"})
+
+
+def _exception_type(error: BaseException) -> str:
+    """``exception.type`` as the OTel SDK's ``record_exception`` writes it."""
+    cls = type(error)
+    module = cls.__module__
+    if module and module != "builtins":
+        return f"{module}.{cls.__qualname__}"
+    return cls.__qualname__
 
 
 class _Call:
@@ -161,7 +176,10 @@ class TracingExporter:
     for every name).
 
     The handlers run inline in the calling thread or task, which is what
-    lets the spans be *current* (``contextvars``) during the call. A call
+    lets the spans be *current* (``contextvars``) during the call. They
+    open a span before, and close it after, every other subscriber's
+    handler of that event, so the log exporters' lines carry the call's or
+    the attempt's span ids whichever exporter was attached first. A call
     that began before `attach` is not traced; close the subscription at
     shutdown, when no call is in flight (a call cut off mid-way keeps its
     context attached in its thread and its span never ends).
@@ -173,10 +191,17 @@ class TracingExporter:
         record_key: Record the call's key as ``stormwall.key`` on the call
             span. Off by default: keys are often user or tenant ids, that
             is personal data.
+        record_exception_messages: Record a failed attempt's exception as
+            OpenTelemetry's ``record_exception`` does, with its message and
+            stack trace. Off by default: a message often quotes the call's
+            arguments (an id, an address, a card number) and a stack trace
+            its source lines, so only the exception's type is recorded
+            (``error.type``, and ``exception.type`` on the ``exception``
+            event). Turn it on where traces may hold personal data.
 
     Raises:
-        ConfigError: ``tracer_provider`` has no ``get_tracer`` or
-            ``record_key`` is not a bool.
+        ConfigError: ``tracer_provider`` has no ``get_tracer``, or
+            ``record_key`` or ``record_exception_messages`` is not a bool.
 
     .. versionadded:: 0.1.0
     """
@@ -186,6 +211,7 @@ class TracingExporter:
         tracer_provider: trace.TracerProvider | None = None,
         *,
         record_key: bool = False,
+        record_exception_messages: bool = False,
     ) -> None:
         if tracer_provider is not None and not callable(
             getattr(tracer_provider, "get_tracer", None)
@@ -195,13 +221,17 @@ class TracingExporter:
                 "expected an OpenTelemetry TracerProvider, got "
                 f"{type(tracer_provider).__name__}",
             )
-        if not isinstance(record_key, bool):
-            raise ConfigError(
-                "record_key",
-                f"expected a bool, got {type(record_key).__name__}",
-            )
+        for param, flag in (
+            ("record_key", record_key),
+            ("record_exception_messages", record_exception_messages),
+        ):
+            if not isinstance(flag, bool):
+                raise ConfigError(
+                    param, f"expected a bool, got {type(flag).__name__}"
+                )
         self._tracer = trace.get_tracer(_SCOPE, __version__, tracer_provider)
         self._record_key = record_key
+        self._record_messages = record_exception_messages
         # call_id -> _Call. Single dict operations (get, set, pop) are
         # atomic, and each call_id is only ever touched by the thread or
         # task running that call, so no lock is needed.
@@ -236,10 +266,17 @@ class TracingExporter:
         Raises:
             ConfigError: ``bus`` is not an `EventBus`.
         """
-        # Only the handled types: executors do not even build the others.
         # One route per handled type: the bus calls each handler directly,
-        # and executors do not even build the events nobody handles.
-        return self._attachments.attach_routes(bus, self._handlers)
+        # and executors do not even build the events nobody handles. The
+        # spans open before and close after every other subscriber's
+        # handler, so a log exporter sees the call's or attempt's span
+        # current for each of its events, whichever was attached first.
+        return self._attachments.attach_routes(
+            bus,
+            self._handlers,
+            first=(CallStarted, AttemptStarted),
+            last=(AttemptEnded, CallEnded),
+        )
 
     # -- spans ----------------------------------------------------------------
 
@@ -253,7 +290,13 @@ class TracingExporter:
         span = self._tracer.start_span(
             executor, kind=SpanKind.INTERNAL, attributes=attributes
         )
-        context = trace.set_span_in_context(span)
+        # The call span also rides in the context under its own key, so the
+        # log exporters find it for a call's events that happen while an
+        # attempt span is current (a bulkhead release).
+        context = trace.set_span_in_context(
+            span,
+            otel_context.set_value(vocab.CALL_SPAN, (event.call_id, span)),
+        )
         token = otel_context.attach(context)
         self._calls[event.call_id] = _Call(span, context, token)
 
@@ -292,8 +335,12 @@ class TracingExporter:
         span.set_attribute(_OUTCOME, outcome)
         if outcome in _FAILED_ATTEMPT:
             span.set_attribute(_ERROR_TYPE, vocab.error_type(error))
-            if error is not None:
+            if error is not None and self._record_messages:
                 span.record_exception(error)
+            elif error is not None:
+                span.add_event(
+                    _EXCEPTION, {_EXCEPTION_TYPE: _exception_type(error)}
+                )
             span.set_status(Status(StatusCode.ERROR))
         span.end()
 

@@ -23,8 +23,11 @@ data) and tracebacks; an error appears as its type only.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import TYPE_CHECKING, Any, Final
+
+from stormwall import ConfigError
 
 from ._attach import Attachments, logged_types
 from ._vocabulary import level_of, log_fields, resolve_levels, trace_ids
@@ -60,6 +63,53 @@ _METHODS: Final = {
 }
 
 
+def _has_method(logger: object, name: str) -> bool:
+    """
+    Whether ``logger`` has a ``name`` method, without calling a proxy.
+
+    structlog's lazy proxy (``get_logger()``) builds its methods in
+    ``__getattr__``: asking it would bind the logger at build time, so a
+    class with ``__getattr__`` is trusted to have them.
+    """
+    try:
+        inspect.getattr_static(logger, name)
+    except AttributeError:
+        return (
+            inspect.getattr_static(type(logger), "__getattr__", None)
+            is not None
+        )
+    return True
+
+
+def _check_logger(logger: object, levels: Mapping[str, int | None]) -> None:
+    """Refuse what cannot take ``logger.warning("event", key=value)``."""
+    if isinstance(logger, logging.Logger | logging.LoggerAdapter):
+        raise ConfigError(
+            "logger",
+            "a stdlib logger takes no keyword fields: use "
+            "stormwall.exporters.logging.LoggingExporter for it, or give a "
+            "structlog logger (structlog.get_logger(), "
+            "structlog.stdlib.get_logger())",
+        )
+    missing = [m for m in _METHODS.values() if not _has_method(logger, m)]
+    if missing:
+        raise ConfigError(
+            "logger",
+            f"expected a structlog logger, got {type(logger).__name__} "
+            f"(no {', '.join(missing)} method)",
+        )
+    custom = sorted(
+        {v for v in levels.values() if v is not None and v not in _METHODS}
+    )
+    if custom and not _has_method(logger, "log"):
+        raise ConfigError(
+            "levels",
+            f"level {custom[0]} has no method of its own and "
+            f"{type(logger).__name__} has no log(level, event) method; use "
+            "a level name",
+        )
+
+
 class StructlogExporter:
     """
     Log stormwall's events through structlog.
@@ -76,7 +126,9 @@ class StructlogExporter:
 
     Raises:
         ConfigError: ``levels`` is not a mapping of stormwall event names to
-            levels.
+            levels, or ``logger`` has no ``debug`` ... ``critical`` methods
+            (``log`` too for a level without a method of its own), or is a
+            stdlib `logging.Logger` (use `LoggingExporter` for those).
 
     .. versionadded:: 0.1.0
     """
@@ -87,10 +139,12 @@ class StructlogExporter:
         *,
         levels: Mapping[str, int | str | None] | None = None,
     ) -> None:
-        self._logger: Any = (
-            structlog.get_logger("stormwall") if logger is None else logger
-        )
         self._levels = resolve_levels(levels)
+        if logger is None:
+            logger = structlog.get_logger("stormwall")
+        else:
+            _check_logger(logger, self._levels)
+        self._logger: Any = logger
         self._types = logged_types(self._levels)
         self._attachments = Attachments()
 
@@ -122,7 +176,7 @@ class StructlogExporter:
         if level is None:
             return
         fields = log_fields(event)
-        fields.update(trace_ids())
+        fields.update(trace_ids(event))
         method = _METHODS.get(level)
         if method is None:
             self._logger.log(level, event.name, **fields)

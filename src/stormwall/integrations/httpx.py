@@ -27,7 +27,12 @@ httpx transport (default: ``httpx.HTTPTransport()`` /
   components without a retry policy.
 - **Retry-After.** A retryable response's ``Retry-After`` (delta-seconds or
   an HTTP-date) replaces the computed back-off, clamped to the policy's
-  ``max_delay`` (see `retry_after_hint`). An HTTP-date is an absolute wall
+  ``max_delay`` (see `retry_after_hint`), with your own executor too: when
+  its policy has a ``retry_after`` hook, the hook is asked first and the
+  header decides when it returns ``None``. Your `RetryPolicy` is not
+  changed (it may be shared): the transport runs retried requests through
+  a twin of your executor with the same components, clock, bus and name,
+  whose policy copy also reads the header. An HTTP-date is an absolute wall
   clock time, so it is measured against ``datetime.now(UTC)``, not the
   executor's clock.
 - **Responses.** A retryable response is read (raw bytes) and closed before
@@ -57,9 +62,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 
 try:
@@ -116,6 +121,8 @@ RETRYABLE_ERRORS: Final[tuple[type[httpx.TransportError], ...]] = (
 )
 
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+
+_E = TypeVar("_E", ResilientExecutor, AsyncResilientExecutor)
 
 
 class RetryableStatus(Exception):  # noqa: N818 - an outcome, not a bug
@@ -237,6 +244,78 @@ def retry_after_hint(error: object) -> float | None:
     if isinstance(error, RetryableStatus):
         return error.retry_after
     return None
+
+
+class _HintFirst:
+    """
+    A ``retry_after`` hook: the user's own first, then ``Retry-After``.
+
+    Wraps the hook of a user's `RetryPolicy` in the copy the transports run
+    (the user's object is never changed: it may be shared).
+    """
+
+    __slots__ = ("_own",)
+
+    def __init__(
+        self, own: Callable[[Any], float | timedelta | None] | None
+    ) -> None:
+        self._own = own
+
+    def __call__(self, error: object) -> float | timedelta | None:
+        own = self._own
+        if own is not None:
+            hint = own(error)
+            if hint is not None:
+                return hint
+        return retry_after_hint(error)
+
+
+def _hinted_policy(policy: RetryPolicy) -> RetryPolicy:
+    """A copy of ``policy`` that also honours ``Retry-After``."""
+    return RetryPolicy(
+        max_attempts=policy.max_attempts,
+        base_delay=policy.base_delay,
+        max_delay=policy.max_delay,
+        multiplier=policy.multiplier,
+        jitter=policy.jitter,
+        retry_on=policy.retry_on,
+        retry_on_result=policy.retry_on_result,
+        deadline=policy.deadline,
+        retry_after=_HintFirst(policy.retry_after),
+        # Shared, not copied: one budget and one random stream.
+        budget=policy.budget,
+        rng=policy.rng,
+    )
+
+
+def _honouring_retry_after(executor: _E) -> _E:
+    """
+    ``executor``, or its twin whose policy also honours ``Retry-After``.
+
+    The twin shares every component (breaker, limiter, bulkhead, budget),
+    the clock, the bus, the name, the timeouts and the fallback: only the
+    policy's ``retry_after`` hook differs. The executor itself is returned
+    when it has no policy or its policy already reads the header.
+    """
+    policy = executor.retry_policy
+    if (
+        policy is None
+        or policy.retry_after is retry_after_hint
+        or isinstance(policy.retry_after, _HintFirst)
+    ):
+        return executor
+    return type(executor)(
+        executor.name,
+        limiter=executor.limiter,
+        retry_policy=_hinted_policy(policy),
+        circuit_breaker=executor.circuit_breaker,
+        bulkhead=executor.bulkhead,
+        timeout=executor._timeout,
+        limiter_timeout=executor._limiter_timeout,
+        fallback=executor._fallback,
+        clock=executor.clock,
+        bus=executor.bus,
+    )
 
 
 def http_retry_policy(**overrides: Any) -> RetryPolicy:
@@ -412,9 +491,9 @@ class ResilientTransport(httpx.BaseTransport):
             ``httpx.HTTPTransport()``); closed by `close`.
         executor: The pipeline (default: `http_retry_policy` and
             `http_circuit_breaker`, no limiter). Give its policy
-            ``retry_on=is_retryable`` and ``retry_after=retry_after_hint``
-            (or use `http_retry_policy`) to retry statuses and honour
-            ``Retry-After``.
+            ``retry_on=is_retryable`` (or use `http_retry_policy`) to retry
+            statuses; ``Retry-After`` is honoured whatever its
+            ``retry_after`` hook (asked first when there is one).
         retry_methods: Methods that may be retried.
         retry_statuses: Statuses that are retried (and, through the
             breaker's classifier, may count as failures).
@@ -458,6 +537,9 @@ class ResilientTransport(httpx.BaseTransport):
             )
         self._options = _Options(retry_methods, retry_statuses, key)
         self._executor = executor
+        # What retried requests run through: the executor, its policy
+        # honouring Retry-After (a twin when the user's policy does not).
+        self._retried = _honouring_retry_after(executor)
         # Calls that must not be repeated: the same pipeline, no retries.
         self._once = executor._without_retries()
         self._transport = (
@@ -466,7 +548,12 @@ class ResilientTransport(httpx.BaseTransport):
 
     @property
     def executor(self) -> ResilientExecutor:
-        """The executor retried requests run through."""
+        """
+        The executor given (or the default one).
+
+        Retried requests run through it, or through its twin that also
+        honours ``Retry-After`` (the same components, clock, bus and name).
+        """
         return self._executor
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -486,7 +573,7 @@ class ResilientTransport(httpx.BaseTransport):
             RateLimitedError: the limiter refused within its timeout.
         """
         options = self._options
-        executor = self._executor if options._retries(request) else self._once
+        executor = self._retried if options._retries(request) else self._once
         statuses = options._retry_statuses
         inner = self._transport
         outer = _current_span()
@@ -568,6 +655,9 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
             )
         self._options = _Options(retry_methods, retry_statuses, key)
         self._executor = executor
+        # What retried requests run through: the executor, its policy
+        # honouring Retry-After (a twin when the user's policy does not).
+        self._retried = _honouring_retry_after(executor)
         # Calls that must not be repeated: the same pipeline, no retries.
         self._once = executor._without_retries()
         self._transport = (
@@ -576,7 +666,11 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
 
     @property
     def executor(self) -> AsyncResilientExecutor:
-        """The executor retried requests run through."""
+        """
+        The executor given (or the default one).
+
+        As for `ResilientTransport.executor`.
+        """
         return self._executor
 
     async def handle_async_request(
@@ -598,7 +692,7 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
             RateLimitedError: the limiter refused within its timeout.
         """
         options = self._options
-        executor = self._executor if options._retries(request) else self._once
+        executor = self._retried if options._retries(request) else self._once
         statuses = options._retry_statuses
         inner = self._transport
         outer = _current_span()
