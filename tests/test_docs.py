@@ -137,14 +137,31 @@ BLOCKS = [block for source in SOURCES for block in extract(source)]
 RUN = [block for block in BLOCKS if block.service is None]
 
 
+# stormwall's optional modules, and the dependency each imports.
+EXTRA_MODULES = {
+    "stormwall.exporters.otel": "opentelemetry",
+    "stormwall.exporters.prometheus": "prometheus_client",
+    "stormwall.exporters.structlog": "structlog",
+    "stormwall.backends.redis": "redis",
+    "stormwall.integrations.httpx": "httpx",
+}
+
+
 def missing_modules(code: str) -> list[str]:
-    """Top-level modules the block imports that are not installed."""
-    names = set()
+    """Top-level modules the block needs that are not installed."""
+    imported = set()
     for node in ast.walk(ast.parse(code)):
         if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
+            imported.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0:
-            names.add((node.module or "").split(".")[0])
+            imported.add(node.module or "")
+    names = {module.split(".")[0] for module in imported}
+    names.update(
+        dependency
+        for module in imported
+        for prefix, dependency in EXTRA_MODULES.items()
+        if module == prefix or module.startswith(prefix + ".")
+    )
     return sorted(n for n in names if importlib.util.find_spec(n) is None)
 
 
