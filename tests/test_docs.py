@@ -215,7 +215,8 @@ def run_block(
         test_file = tmp_path / "test_block.py"
         test_file.write_text(block.code, encoding="utf-8")
         # pytest-asyncio is not needed by the blocks, and warns about its
-        # own configuration when the warnings-as-errors filter is on.
+        # own configuration when the warnings-as-errors filter is on;
+        # hypothesis is not needed either, and is slow to import.
         args = [
             "-m",
             "pytest",
@@ -224,6 +225,8 @@ def run_block(
             "no:cacheprovider",
             "-p",
             "no:asyncio",
+            "-p",
+            "no:hypothesispytest",
             str(test_file),
         ]
     else:
