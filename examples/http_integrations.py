@@ -9,7 +9,14 @@ Both HTTP integrations, end to end on loopback.
    ``Retry-After`` and the IETF ``RateLimit`` headers past its budget, per
    client address.
 
-Run: ``python examples/http_integrations.py`` (needs httpx and starlette).
+Run: ``python examples/http_integrations.py``. It needs httpx (the
+``httpx`` extra) and Starlette, which no stormwall extra installs (the
+middleware works with any ASGI framework)::
+
+    pip install 'stormwall[httpx]' starlette
+
+The repository's ``make test`` venv has both (Starlette comes with the
+``integrations`` dependency group).
 """
 
 from __future__ import annotations
@@ -18,10 +25,20 @@ import asyncio
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import httpx
-from starlette.applications import Starlette
-from starlette.responses import PlainTextResponse
-from starlette.routing import Route
+
+try:
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+except ModuleNotFoundError as missing:
+    if (missing.name or "").split(".")[0] not in {"httpx", "starlette"}:
+        raise
+    raise SystemExit(
+        f"http_integrations.py needs {missing.name}, which is not installed:"
+        " pip install 'stormwall[httpx]' starlette (no stormwall extra"
+        " installs starlette)"
+    ) from missing
 
 from stormwall import (
     CircuitBreaker,

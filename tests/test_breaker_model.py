@@ -29,7 +29,7 @@ from stormwall.events import BreakerStateChanged
 
 
 class Model:
-    """The rules of DESIGN §3, spelled out as directly as possible."""
+    """The documented breaker rules, spelled out as directly as possible."""
 
     def __init__(self, cfg):
         self.cfg = cfg

@@ -1,6 +1,6 @@
 """
 One table: every public constructor refuses every value outside each
-parameter's domain with a ConfigError naming the parameter (DESIGN §3).
+parameter's domain with a ConfigError naming the parameter.
 
 Rows for each component live beside its tests (``_bad_inputs_*.py``); the
 executor's, the clock's and the bus's are here.

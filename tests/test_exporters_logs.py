@@ -179,7 +179,7 @@ def scenario(bus, clock):
 
 
 class TestLevels:
-    """Default levels follow DESIGN §5, in structlog and stdlib alike."""
+    """Default levels are the documented ones, in structlog and stdlib."""
 
     def test_defaults(self, capture):
         """Retry and rejections WARNING, open ERROR, half-open WARNING,

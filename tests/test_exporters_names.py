@@ -148,7 +148,7 @@ class TestSameNamesOnBothPaths:
         assert prom == pytest.approx(otel)
 
     def test_every_metric_of_the_table_is_exposed(self, expositions):
-        """Every metric of DESIGN §5 appears, on each path."""
+        """Every documented metric appears, on each path."""
         for text in expositions:
             names = {name for name, _ in samples(text)}
             for spec in vocab.METRICS:

@@ -40,7 +40,7 @@ class TestPublicAPI:
             assert hasattr(stormwall, name), name
 
     def test_contract_names(self):
-        """The public names of DESIGN §3 are exported."""
+        """The documented public names are exported."""
         expected = {
             "AsyncResilientExecutor",
             "AttemptTimeoutError",

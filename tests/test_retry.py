@@ -69,7 +69,7 @@ class TestValidation:
             RetryPolicy(max_attempts=0)
 
     def test_defaults(self):
-        """The defaults are DESIGN.md's."""
+        """The defaults are the documented ones."""
         policy = RetryPolicy()
 
         assert (3, 0.1, 10.0, 2.0, "full", (Exception,)) == (

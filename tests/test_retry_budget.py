@@ -37,7 +37,7 @@ class TestConstruction:
         assert "retry_budget" == budget.name
 
     def test_defaults(self):
-        """The defaults are DESIGN.md's: ratio 0.2, 10/s, ttl 10 s."""
+        """The defaults are the documented ones: ratio 0.2, 10/s, ttl 10 s."""
         budget = RetryBudget()
 
         assert (0.2, 10.0, 10.0) == (

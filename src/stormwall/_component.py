@@ -2,7 +2,7 @@
 What every time-keeping, event-reporting component shares.
 
 Limiters, the bulkhead and the circuit breaker each have a name, a clock and a
-bus. The rules (DESIGN §1, §4):
+bus. The rules (docs/internals.md, "Components"):
 
 - **Bus.** A component reports on its own ``bus=`` if given; otherwise, inside
   a call, on the bus of the executor running the call; outside a call, on the

@@ -1,7 +1,7 @@
 """
 What the sync and async executors share: configuration, decisions, events.
 
-The pipeline, per attempt, in a fixed order (DESIGN §2)::
+The pipeline, per attempt, in a fixed order (docs/internals.md)::
 
     breaker gate  -> CircuitOpenError (fail fast: no permit used, no retry)
     rate limiter  -> wait up to limiter_timeout, else RateLimitedError

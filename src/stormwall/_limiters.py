@@ -262,7 +262,7 @@ class Limiter(Component):
         self,
         key: str = "default",
         cost: float = 1,
-        timeout: float | None = None,  # noqa: ASYNC109 - DESIGN's name
+        timeout: float | None = None,  # noqa: ASYNC109 - the public name
     ) -> float:
         """
         `acquire` for asyncio: the wait suspends the task, not the thread.

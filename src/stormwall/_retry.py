@@ -200,7 +200,7 @@ class RetryPolicy:
     _span: float
     _test: Callable[[BaseException], bool]
 
-    # Positional like DESIGN.md's signature; callers should use keywords.
+    # Positional like the documented signature; callers should use keywords.
     def __init__(
         self,
         max_attempts: int = 3,
