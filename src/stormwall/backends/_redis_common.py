@@ -186,16 +186,23 @@ def bounded_client(client: Any, backend_timeout: float) -> Any:
     """
     A client like ``client`` whose round trips wait ``backend_timeout``.
 
-    Same server(s), credentials, TLS, database, protocol and decoding; but
-    connecting and each read or write give up after ``backend_timeout``
-    seconds and redis-py does not retry (no back-off sleeps while the
-    backend is down: the caller's `Cooldown` decides when to try again).
-    A Cluster client still follows ``MOVED`` / ``ASK`` redirections.
-    Components sharing a client and a timeout share the derived client
-    (one connection pool). A client of a kind this cannot rebuild (e.g. a
-    Sentinel-managed pool) is returned as is: it then waits as its own
-    options say.
+    For a sync client (``redis.Redis``, ``redis.RedisCluster``): a client
+    on the same server(s), with the same credentials, TLS, database,
+    protocol and decoding, but whose connecting and each read or write give
+    up after ``backend_timeout`` seconds and which never retries by itself
+    (no back-off sleeps while the backend is down: the caller's `Cooldown`
+    decides when to try again). A Cluster client still follows ``MOVED`` /
+    ``ASK`` redirections. Components sharing a client and a timeout share
+    it (one connection pool); it is closed when ``client`` is collected.
+
+    An asyncio client is returned as is: wrap each round trip in
+    ``asyncio.timeout(backend_timeout)``, which bounds it whatever the
+    client's options (redis-py drops a connection cancelled mid-reply).
+    A client of a kind this cannot rebuild (e.g. a Sentinel-managed pool)
+    is returned as is too: it then waits as its own options say.
     """
+    if isinstance(client, redis.asyncio.Redis | redis.asyncio.RedisCluster):
+        return client
     try:
         per_timeout = _DERIVED.setdefault(client, {})
     except TypeError:  # pragma: no cover - not weak-referenceable
@@ -204,10 +211,18 @@ def bounded_client(client: Any, backend_timeout: float) -> Any:
     if derived is None:
         derived = _derive(client, backend_timeout)
         per_timeout[backend_timeout] = derived
+        if derived is not client:
+            weakref.finalize(client, derived.close)
     return derived
 
 
-_TIMEOUTS: Final = ("socket_timeout", "socket_connect_timeout")
+_TIMEOUTS: Final = (
+    "socket_timeout",
+    "socket_connect_timeout",
+    # what redis-py restores after a server maintenance notification
+    "orig_socket_timeout",
+    "orig_socket_connect_timeout",
+)
 _DROPPED: Final = ("retry", "retry_on_error", "retry_on_timeout")
 
 
@@ -223,54 +238,24 @@ def _bounded_kwargs(
 
 
 def _derive(client: Any, backend_timeout: float) -> Any:
+    retry = redis.retry.Retry(redis.backoff.NoBackoff(), 0)
     if isinstance(client, redis.RedisCluster):
-        return _derive_cluster(
-            redis.RedisCluster,
-            client,
-            backend_timeout,
-            redis.retry.Retry(redis.backoff.NoBackoff(), 0),
+        manager = client.nodes_manager
+        nodes = list(manager.startup_nodes.values())
+        startup = [type(n)(n.host, n.port) for n in nodes]
+        kwargs = _bounded_kwargs(
+            dict(manager.connection_kwargs), backend_timeout, retry
         )
-    if isinstance(client, redis.asyncio.RedisCluster):
-        return _derive_cluster(
-            redis.asyncio.RedisCluster,
-            client,
-            backend_timeout,
-            redis.asyncio.retry.Retry(redis.backoff.NoBackoff(), 0),
-        )
-    is_async = isinstance(client, redis.asyncio.Redis)
+        for name in ("host", "port", "connection_pool", "connection_class"):
+            kwargs.pop(name, None)
+        return redis.RedisCluster(startup_nodes=startup, **kwargs)
     pool = client.connection_pool
-    expected = (
-        (redis.asyncio.ConnectionPool, redis.asyncio.BlockingConnectionPool)
-        if is_async
-        else (redis.ConnectionPool, redis.BlockingConnectionPool)
-    )
-    if type(pool) not in expected:
+    if type(pool) not in (redis.ConnectionPool, redis.BlockingConnectionPool):
         return client
-    retry = (
-        redis.asyncio.retry.Retry(redis.backoff.NoBackoff(), 0)
-        if is_async
-        else redis.retry.Retry(redis.backoff.NoBackoff(), 0)
-    )
     kwargs = _bounded_kwargs(pool.connection_kwargs, backend_timeout, retry)
     new_pool = type(pool)(
         connection_class=pool.connection_class,
         max_connections=pool.max_connections,
         **kwargs,
     )
-    cls = redis.asyncio.Redis if is_async else redis.Redis
-    return cls(connection_pool=new_pool)
-
-
-def _derive_cluster(
-    cls: Any, client: Any, backend_timeout: float, retry: Any
-) -> Any:
-    manager = client.nodes_manager
-    nodes = list(manager.startup_nodes.values()) or client.get_nodes()
-    node_cls = type(nodes[0])
-    startup = [node_cls(node.host, node.port) for node in nodes]
-    kwargs = _bounded_kwargs(
-        dict(manager.connection_kwargs), backend_timeout, retry
-    )
-    for name in ("host", "port", "connection_pool", "connection_class"):
-        kwargs.pop(name, None)
-    return cls(startup_nodes=startup, **kwargs)
+    return redis.Redis(connection_pool=new_pool)
