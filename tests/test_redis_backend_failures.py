@@ -433,3 +433,9 @@ class TestBounds:
 
         assert True is window.try_acquire("k")
         assert True is bucket.try_acquire("k")
+
+    def test_huge_rates_are_fine(self, client_of):
+        """A permit's interval below Redis's resolution still expires."""
+        bucket = RedisTokenBucket(client_of(), 1e15, 1e15)
+
+        assert [True] * 3 == [bucket.try_acquire("k") for _ in range(3)]

@@ -157,11 +157,11 @@ if at - now > 0.001 then
     return {{2, string.format('%.17g', at - now), string.format('%.17g', at)}}
   end
   redis.call('SET', KEYS[1], string.format('%.17g', new_tat), 'PX',
-    math.ceil((new_tat - now) / 1000))
+    math.max(1, math.ceil((new_tat - now) / 1000)))
   return {{1, string.format('%.17g', at - now), string.format('%.17g', at)}}
 end
 redis.call('SET', KEYS[1], string.format('%.17g', new_tat), 'PX',
-  math.ceil((new_tat - now) / 1000))
+  math.max(1, math.ceil((new_tat - now) / 1000)))
 return now
 """
 
