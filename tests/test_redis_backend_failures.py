@@ -46,11 +46,10 @@ POLICIES = ["fail_open", "fail_closed", "raise"]
 # filled in): keys under the prefix only, the commands the limiters and the
 # breaker store send and their scripts run, nothing else.
 ACL_RULES = (
-    "on >{password} resetkeys ~{prefix}:* resetchannels -@all "
-    "+evalsha +eval +script|load +scan +del +ping +hello "
-    "+time +get +set +del +pexpire +zadd +zrange +zrangebyscore "
-    "+zremrangebyscore +zrem +zscore +zcard +hget +hset +hmget +hincrby "
-    "+hgetall +expire"
+    "on >{password} resetkeys ~{prefix}:* resetchannels -@all +evalsha "
+    "+eval +script|load +scan +del +ping +hello +time +get +set +pexpire "
+    "+persist +zadd +zrange +zrangebyscore +zremrangebyscore +zrem +zscore "
+    "+zcard +hmget +hset +hdel +hincrby +getrange +setrange"
 )
 
 
