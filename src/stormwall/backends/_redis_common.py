@@ -258,4 +258,4 @@ def _derive(client: Any, backend_timeout: float) -> Any:
         max_connections=pool.max_connections,
         **kwargs,
     )
-    return redis.Redis(connection_pool=new_pool)
+    return redis.Redis.from_pool(new_pool)  # closing it closes the pool
