@@ -11,6 +11,7 @@ Keys start with the prefix, so ``SCAN MATCH prefix:*`` and an ACL scoped to
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -382,6 +383,48 @@ class TestPromptness:
         time.sleep(0.5)
         assert True is limiter.try_acquire("j")
         assert recorder.of_type(LimiterAllowed)[-1].key == "j"
+
+
+@pytest.mark.asyncio
+async def test_asyncio_client_frozen_server_costs_backend_timeout(
+    redis_server, recorder
+):
+    """
+    The asyncio client, no timeout and redis-py's default retries: a frozen
+    server (SIGSTOP) costs a decision about backend_timeout, then nothing
+    until retry_interval; SIGCONT, and Redis decides again.
+    """
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    limiter = RedisSlidingWindow(
+        client,
+        3,
+        1.0,
+        on_backend_error="fail_closed",
+        backend_timeout=0.2,
+        retry_interval=0.5,
+        bus=recorder._bus,
+    )
+    try:
+        assert True is await limiter.try_acquire_async("k")
+        pid = redis_server._proc.pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            spans = []
+            for _ in range(3):
+                start = time.monotonic()
+                assert False is await limiter.try_acquire_async("k")
+                spans.append(time.monotonic() - start)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+        assert max(spans) < 0.2 + 0.5
+        events = recorder.of_type(BackendError)
+        assert [False, True, True] == [e.cooldown for e in events]
+        assert isinstance(events[0].error, TimeoutError)
+        await asyncio.sleep(0.5)
+        assert True is await limiter.try_acquire_async("j")
+    finally:
+        await client.aclose()
 
 
 class TestBounds:
