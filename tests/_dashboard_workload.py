@@ -5,7 +5,9 @@ real-clock stormwall workload that gives every panel data.
 Four executors share one bus: ``checkout`` succeeds and retries flaky calls,
 ``payments`` trips its breaker, is rejected while open and recovers through
 half-open, ``search`` is rate limited (allowed, waited and rejected) and
-``reports`` fills its bulkhead so the next call is refused.
+``reports`` fills its bulkhead so the next call is refused, and
+``inventory`` has a Redis limiter whose Redis is down (a loopback port
+nobody listens on): backend errors, and the calls ``fail_open`` admitted.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import socket
 import threading
 from pathlib import Path
 
@@ -112,6 +115,30 @@ def _fail() -> str:
     raise Flaky("upstream down")
 
 
+def _inventory(bus: EventBus) -> ResilientExecutor | None:
+    """An executor whose Redis limiter's Redis is down (None without
+    redis-py): refused connections, probed every 50 ms, fail_open."""
+    try:
+        import redis
+
+        from stormwall.backends.redis import RedisTokenBucket
+    except ImportError:  # pragma: no cover - the redis extra is a dev dep
+        return None
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    limiter = RedisTokenBucket(
+        redis.Redis(port=port),
+        100,
+        100,
+        name="inventory-api",
+        on_backend_error="fail_open",
+        retry_interval=0.05,
+        bus=bus,
+    )
+    return ResilientExecutor("inventory", limiter=limiter, bus=bus)
+
+
 class Workload:
     """
     Drives the executors from a background thread until `stop`.
@@ -148,6 +175,7 @@ class Workload:
         self.reports = ResilientExecutor(
             "reports", bulkhead=self.bulkhead, bus=bus
         )
+        self.inventory = _inventory(bus)
 
     def start(self) -> Workload:
         """Run rounds in the background."""
@@ -175,6 +203,8 @@ class Workload:
         self._payments()
         self._search()
         self._reports()
+        if self.inventory is not None:
+            self._swallow(self.inventory, _ok)
 
     def _checkout(self) -> None:
         self.checkout.run("user-1", _ok)

@@ -160,7 +160,8 @@ class TestPanels:
             assert len(set(refs)) == len(refs), panel["title"]
 
     def test_rows_cover_the_design(self, dashboard):
-        """Traffic, latency, retries, breakers, limiters and bulkheads rows."""
+        """Traffic, latency, retries, breakers, limiters, bulkheads and
+        shared backends rows."""
         rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
 
         assert [
@@ -170,7 +171,30 @@ class TestPanels:
             "Circuit breakers",
             "Rate limiters",
             "Bulkheads",
+            "Backends",
         ] == rows
+
+    def test_backend_row_charts_errors_and_policy_decisions(self, dashboard):
+        """A Redis outage shows: failed round trips by error type, and the
+        calls on_backend_error decided, per component."""
+        by_title = {p["title"]: p for p in panels(dashboard)}
+        errors = by_title["Backend errors per second"]
+        decisions = by_title["Backend decisions per second"]
+
+        (error_target,) = errors["targets"]
+        (decision_target,) = decisions["targets"]
+        assert error_target["expr"].startswith(
+            "sum by (component, error_type) "
+            "(rate(stormwall_backend_errors_total{"
+        )
+        assert decision_target["expr"].startswith(
+            "sum by (component, decision) "
+            "(rate(stormwall_backend_decisions_total{"
+        )
+        assert "{{error_type}}" in error_target["legendFormat"]
+        assert "{{decision}}" in decision_target["legendFormat"]
+        variables = {v["name"] for v in dashboard["templating"]["list"]}
+        assert "component" in variables
 
     def test_breaker_state_timeline_repeats_and_maps_every_state(
         self, dashboard
@@ -333,6 +357,7 @@ class TestAlerts:
             "StormwallCircuitBreakerOpen",
             "StormwallRetryRatioHigh",
             "StormwallRateLimiterRejecting",
+            "StormwallBackendFailing",
         } == alerts
         assert alerts == fired
 

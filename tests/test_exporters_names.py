@@ -31,6 +31,7 @@ from stormwall import (
     RetryPolicy,
     TokenBucket,
 )
+from stormwall.events import BackendError
 from stormwall.exporters import _vocabulary as vocab
 from stormwall.exporters.otel import MetricsExporter
 from stormwall.exporters.prometheus import PrometheusExporter
@@ -89,6 +90,20 @@ def scenario(bus: EventBus) -> None:
     with pytest.raises(BulkheadFullError):
         ex.run("u7", lambda: "never")  # bulkhead rejects
     bulkhead.release()
+    # A shared backend failing: one failed round trip, one decision taken
+    # while it cools down (as a Redis limiter reports them).
+    for cooldown in (False, True):
+        bus.emit(
+            BackendError(
+                time=clock.now(),
+                component="shared",
+                backend="redis",
+                operation="acquire",
+                policy="fail_open",
+                error=ConnectionError("down"),
+                cooldown=cooldown,
+            )
+        )
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -998,7 +998,27 @@ def scenario(meters):
         "fallback", fallback=lambda error: "fb", bus=bus, clock=clock
     )
     assert "fb" == fallback.run("k", play(Boom()))
+    emit_backend_errors(bus, clock)
     return meters.collect(), in_flight_inside
+
+
+def emit_backend_errors(bus, clock):
+    """A shared backend failing: a failed round trip, then a decision
+    taken while it cools down (as a Redis limiter reports them)."""
+    from stormwall.events import BackendError
+
+    for cooldown in (False, True):
+        bus.emit(
+            BackendError(
+                time=clock.now(),
+                component="shared",
+                backend="redis",
+                operation="acquire",
+                policy="fail_closed",
+                error=ConnectionError("down"),
+                cooldown=cooldown,
+            )
+        )
 
 
 class TestMetricsExporter:

@@ -154,6 +154,26 @@ def run_scenario(bus, clock):
         "fb", fallback=lambda error: "fallback", clock=clock, bus=bus
     )
     assert "fallback" == fallback.run("k", script(Boom()))
+    emit_backend_errors(bus, clock)
+
+
+def emit_backend_errors(bus, clock):
+    """A shared backend failing: a failed round trip, then a decision
+    taken while it cools down (as a Redis limiter reports them)."""
+    from stormwall.events import BackendError
+
+    for cooldown in (False, True):
+        bus.emit(
+            BackendError(
+                time=clock.now(),
+                component="shared",
+                backend="redis",
+                operation="acquire",
+                policy="fail_open",
+                error=ConnectionError("down"),
+                cooldown=cooldown,
+            )
+        )
 
 
 class TestScenario:

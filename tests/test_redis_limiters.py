@@ -186,7 +186,7 @@ class TestDecisions:
         assert ["a", "b", "c", "d"] == [e.key for e in recorder.events]
         keys = [k.decode() for k in client.keys("*")]
         assert keys
-        assert all(k.startswith(f"{{stormwall:{kind}}}:") for k in keys)
+        assert all(k.startswith(f"stormwall:{{{kind}}}:") for k in keys)
 
     def test_events(self, kind, client, recorder):
         """Allowed, waited and rejected events carry name, key and cost."""
@@ -232,7 +232,7 @@ class TestDecisions:
         assert False is limiter.try_acquire("b")
         limiter.reset()
         assert True is limiter.try_acquire("b")
-        assert [] != client.keys("{stormwall:other:*")
+        assert [] != client.keys("stormwall:{other:*")
 
     def test_keys_expire_when_idle(self, kind, client):
         """Every write sets an expiry at the time the state is full again."""
@@ -246,13 +246,13 @@ class TestDecisions:
         assert [] == client.keys("*")
 
     def test_prefix_and_hash_tag(self, kind, client):
-        """Keys are {prefix:name:key}: a namespace and a cluster hash tag."""
+        """Keys are prefix:{name:key}:kind: the namespace first, the tag."""
         limiter = make(kind, client, prefix="app1", name="n")
         limiter.acquire("user:1")
 
         keys = sorted(k.decode() for k in client.keys("*"))
         assert keys
-        assert all(k.startswith("{app1:n:user:1}:") for k in keys)
+        assert all(k.startswith("app1:{n:user:1}:") for k in keys)
 
     def test_statistics(self, kind, client):
         """Client-side counters of this object's decisions."""
@@ -290,7 +290,7 @@ class TestSlidingWindowExact:
             limiter.acquire("k")
         limiter.acquire("k")  # booked 10 s ahead, virtual sleep
 
-        log = "{stormwall:sliding_window:k}:sw"
+        log = "stormwall:{sliding_window:k}:sw"
         scores = [s for _, s in client.zrange(log, 0, -1, withscores=True)]
         assert 6 == len(scores)
         assert 10_000_000 == scores[-1] - scores[0]
@@ -399,7 +399,10 @@ class TestBackendFailure:
         self, kind, policy, redis_server, client, recorder
     ):
         """A dead Redis follows the policy with an event; restart recovers."""
-        limiter = make(kind, client, recorder._bus, on_backend_error=policy)
+        clock = MockClock()
+        limiter = make(
+            kind, client, recorder._bus, on_backend_error=policy, clock=clock
+        )
         assert True is limiter.try_acquire("k")
 
         redis_server.stop()
@@ -436,11 +439,14 @@ class TestBackendFailure:
         assert {(kind, "redis", "acquire", policy)} == {
             (e.component, e.backend, e.operation, e.policy) for e in errors
         }
+        # One probe failed; the next two were decided without a round trip.
+        assert [False, True, True] == [e.cooldown for e in errors]
         # Redis did not decide: no limiter decision events during the outage.
         assert 1 == len(recorder.of_type(LimiterAllowed))
         assert 3 == limiter.statistics().backend_errors
 
         redis_server.start()  # empty: the script is gone (NOSCRIPT)
+        clock.advance(limiter.retry_interval)
         assert [True, True, True, False] == [
             limiter.try_acquire("k") for _ in range(4)
         ]
@@ -456,7 +462,10 @@ class TestBackendFailure:
             redis_server.url, **ASYNC_CLIENT_OPTIONS
         )
         try:
-            limiter = make(kind, aclient, bus, on_backend_error="fail_closed")
+            clock = MockClock()
+            limiter = make(
+                kind, aclient, bus, on_backend_error="fail_closed", clock=clock
+            )
             assert True is await limiter.try_acquire_async("k")
             redis_server.stop()
 
@@ -467,6 +476,7 @@ class TestBackendFailure:
                 await limiter.reset_async()
 
             redis_server.start()
+            clock.advance(limiter.retry_interval)
             assert True is await limiter.try_acquire_async("k")
             assert 3 == len(rec.of_type(BackendError))
         finally:
@@ -485,7 +495,11 @@ class TestBackendFailure:
     def test_kill_mid_run_with_threads(self, redis_server, client):
         """Threads hammering through an outage see only documented errors."""
         limiter = RedisTokenBucket(
-            client, 1000, 1000, on_backend_error="fail_closed"
+            client,
+            1000,
+            1000,
+            on_backend_error="fail_closed",
+            retry_interval=0.05,
         )
         leaked = []
         seen = {"ok": 0, "refused": 0}

@@ -7,8 +7,10 @@ One client, one thread, one key, a limit never reached: the admit path, one
 round trip (a Lua script) per decision. stormwall's ``RedisTokenBucket`` and
 ``RedisSlidingWindow`` (sync client); limits' ``FixedWindowRateLimiter`` and
 ``MovingWindowRateLimiter`` on ``RedisStorage``; pyrate-limiter's
-``RedisBucket`` behind a non-blocking ``Limiter``. Skipped, with a note in
-the report, when ``redis-server`` is not on PATH.
+``RedisBucket`` behind a non-blocking ``Limiter``; nopanic-redis's
+``redis_rate_limit`` (a token bucket in a Lua script, as a decorator around
+a function doing nothing) when it is installed. Skipped, with a note in the
+report, when ``redis-server`` is not on PATH.
 """
 
 from __future__ import annotations
@@ -151,6 +153,26 @@ def cases(url: str) -> tuple[list[Case], list[object]]:
                 "pyrate-limiter Limiter.try_acquire (RedisBucket)",
                 lambda: limiter.try_acquire("k", blocking=False),
                 peer="pyrate-limiter",
+                unit="decisions/s",
+            )
+        )
+    except ImportError:
+        pass
+    try:
+        from nopanic_redis import redis_rate_limit
+
+        quota = redis_rate_limit(client, name="bench-nopanic", rate=HUGE)
+
+        @quota
+        def nothing() -> None:
+            return None
+
+        out.append(
+            Case(
+                GROUP,
+                "nopanic-redis redis_rate_limit (decorated no-op)",
+                nothing,
+                peer="nopanic-redis",
                 unit="decisions/s",
             )
         )

@@ -441,6 +441,10 @@ class BackendError(Event):
         policy: What was done about it: ``"fail_open"`` (admitted),
             ``"fail_closed"`` (refused) or ``"raise"``.
         error: The backend's exception.
+        cooldown: ``True`` when the backend was not asked this time: it
+            failed less than ``retry_interval`` ago and ``error`` is that
+            failure (count backend errors on the events where it is
+            ``False``, policy decisions on all of them).
     """
 
     name: ClassVar[str] = "stormwall.backend.error"
@@ -450,3 +454,4 @@ class BackendError(Event):
     operation: str
     policy: str
     error: BaseException
+    cooldown: bool = False

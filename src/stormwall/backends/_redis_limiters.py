@@ -18,37 +18,47 @@ ones (same methods, same events, usable by both executors), with these rules:
   behind it keep their (now pessimistic) wake-up times, since Redis cannot
   wake them early, and a refund that cannot reach Redis is lost (the
   capacity comes back when the booking's time passes).
-- **Keys** are ``{prefix:name:key}:tb`` (token bucket) and
-  ``{prefix:name:key}:sw`` + ``...:sw:n`` (sliding window); the braces are
-  a Redis Cluster hash tag, so one key's state sits in one slot. A shared
-  (``per_key=False``) limiter uses ``{prefix:name}:...``. Every write sets
-  an expiry at the moment the state would be back to full, so idle keys
-  vanish by themselves. Limiters sharing a ``prefix`` need distinct names,
-  and no name should be another's followed by ``":"`` (``reset()`` of every
-  key scans ``{prefix:name:*``).
-- **Redis unreachable** (an exception in ``BACKEND_ERRORS``): a
-  `stormwall.events.BackendError` is reported, then ``on_backend_error``
-  decides: ``"fail_open"`` admits (no ``LimiterAllowed`` event: Redis did
-  not decide), ``"fail_closed"`` refuses with `RateLimitedError` whose
-  ``retry_after`` is `BACKEND_RETRY_AFTER` (no ``LimiterRejected`` event),
-  ``"raise"`` raises `BackendUnavailableError`. The next call tries Redis
-  again; redis-py reconnects by itself.
-
-Keep redis-py's own retries short for a limiter client: its default retries
-a refused connection ten times with back-off before giving up, and every
-decision pays that while Redis is down. For example
-``redis.Redis(..., retry=Retry(NoBackoff(), 1), socket_timeout=0.5)``.
+- **Keys** are ``PREFIX:{NAME:KEY}:tb`` (token bucket) and
+  ``PREFIX:{NAME:KEY}:sw`` + ``...:sw:n`` (sliding window): the prefix
+  first, so ``SCAN MATCH PREFIX:*`` and an ACL ``~PREFIX:*`` cover them;
+  the braces are a Redis Cluster hash tag, so one key's state sits in one
+  slot. A shared (``per_key=False``) limiter uses ``PREFIX:{NAME}:...``.
+  Every write sets an expiry at the moment the state would be back to full,
+  so idle keys vanish by themselves. Limiters sharing a ``prefix`` need
+  distinct names, and no name should be another's followed by ``":"``
+  (``reset()`` of every key scans ``PREFIX:{NAME:*``).
+- **Redis failing**: a connection refused or lost, no reply within
+  ``backend_timeout`` (0.1 s by default, whatever options the client was
+  built with: the limiter talks through a derived client with that socket
+  timeout and no retries of its own), or an error reply saying the server
+  cannot serve (``OOM``, ``NOPERM``, ``READONLY``, ``LOADING``, ``BUSY``,
+  ``CLUSTERDOWN``, ``MASTERDOWN``...). A `stormwall.events.BackendError`
+  is reported, then ``on_backend_error`` decides: ``"fail_open"`` admits
+  (no ``LimiterAllowed`` event: Redis did not decide), ``"fail_closed"``
+  refuses with a `RateLimitedError` saying the backend is unavailable
+  (``retry_after`` is `BACKEND_RETRY_AFTER`, the Redis error chained, no
+  ``LimiterRejected`` event), ``"raise"`` raises `BackendUnavailableError`.
+  For ``retry_interval`` seconds (1 s by default) the policy then decides
+  at once, without a round trip (``BackendError(cooldown=True)``); then one
+  call probes Redis again, and the first answer ends the outage: no
+  restart needed. Only a bug of ours (a script error, ``WRONGTYPE`` at one
+  of our keys) raises the Redis exception itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import math
 import os
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Final
+
+import redis
+import redis.exceptions
 
 from .._component import Component
 from .._errors import BackendUnavailableError, ConfigError, RateLimitedError
@@ -60,13 +70,30 @@ from .._limiters import (
     _check_timeout,
 )
 from .._validate import positive
-from ._common import check_key, check_policy, check_prefix, report_failure
-from ._redis_common import BACKEND, BACKEND_ERRORS, check_client, hash_tagged
+from ._common import (
+    MAX_SCRIPT_DURATION,
+    Cooldown,
+    check_backend_timeout,
+    check_duration,
+    check_key,
+    check_policy,
+    check_prefix,
+    check_retry_interval,
+    report_failure,
+    unavailable,
+)
+from ._redis_common import (
+    BACKEND,
+    CATCH,
+    bounded_client,
+    check_client,
+    is_backend_failure,
+    redis_key,
+    redis_key_pattern,
+)
 
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     from .._bus import EventBus
     from .._clock import Clock
     from .._component import CallContext
@@ -111,33 +138,32 @@ local function ms(us) return math.max(1, math.ceil(us / 1000)) end
 # arrival time" (tat): when the bucket will be full again. A request costing
 # c moves tat by c * interval; it conforms once tat - burst <= now. Booking
 # a wait simply stores the moved tat, so later requests queue behind it.
-# KEYS: tat. ARGV: interval (us per permit), burst (capacity * interval),
-# cost, max_wait (us; -1 = unbounded).
-_TOKEN_BUCKET = (
-    _PRELUDE
-    + """
-local interval = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
-local max_wait = tonumber(ARGV[4])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+# The admit path is the hot one: TIME, GET, SET and an integer reply (the
+# admission time, whole us); only a wait or a refusal builds an array.
+# KEYS: tat. ARGV: cost * interval (us), burst (capacity * interval, us),
+# max_wait (us; -1 = unbounded).
+_TOKEN_BUCKET = f"""
+local t = redis.call('TIME')
+local now = (t[1] - {_EPOCH}) * 1000000 + t[2]
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
 if tat < now then tat = now end
-local new_tat = tat + cost * interval
-local at = new_tat - burst
-local wait = at - now
+local new_tat = tat + ARGV[1]
+local at = new_tat - ARGV[2]
 -- Sub-microsecond leeway: float rounding must not turn "exactly full
 -- capacity used" into a wait of a few nanoseconds.
-if wait <= 0.001 then
-  wait = 0
-  at = now
-elseif max_wait >= 0 and wait > max_wait then
-  return {2, num(wait), num(at)}
+if at - now > 0.001 then
+  local max_wait = tonumber(ARGV[3])
+  if max_wait >= 0 and at - now > max_wait then
+    return {{2, string.format('%.17g', at - now), string.format('%.17g', at)}}
+  end
+  redis.call('SET', KEYS[1], string.format('%.17g', new_tat), 'PX',
+    math.max(1, math.ceil((new_tat - now) / 1000)))
+  return {{1, string.format('%.17g', at - now), string.format('%.17g', at)}}
 end
-redis.call('SET', KEYS[1], num(new_tat), 'PX', ms(new_tat - now))
-if wait == 0 then return {0, '0', num(at)} end
-return {1, num(wait), num(at)}
+redis.call('SET', KEYS[1], string.format('%.17g', new_tat), 'PX',
+  math.max(1, math.ceil((new_tat - now) / 1000)))
+return now
 """
-)
 
 # Refund a booking that has not come due: give its cost back to tat.
 # KEYS: tat. ARGV: cost * interval, the booking's time.
@@ -215,6 +241,7 @@ else
   redis.call('SET', KEYS[2], num(total), 'PX', ttl)
   redis.call('PEXPIRE', KEYS[1], ttl)
 end
+if status == 0 then return now end
 return {status, num(wait), num(at)}
 """
 )
@@ -258,6 +285,12 @@ class RedisLimiterStatistics(LimiterStatistics):
     backend_errors: int
 
 
+class _Holder:
+    """Lives as long as a thread's slot in a `threading.local`."""
+
+    __slots__ = ("__weakref__",)
+
+
 class _RedisLimiter(Limiter):
     """What both Redis limiters share: the shells around their scripts."""
 
@@ -265,17 +298,24 @@ class _RedisLimiter(Limiter):
         "_allowed",
         "_async_only",
         "_backend_errors",
+        "_backend_timeout",
         "_cancelled",
         "_client",
+        "_cooldown",
         "_counters",
-        "_decide",
+        "_head",
+        "_local",
         "_max_cost",
         "_on_backend_error",
+        "_pool",
         "_prefix",
-        "_refund",
+        "_redis",
         "_rejected",
+        "_scripts",
         "_shared",
+        "_shas",
         "_suffixes",
+        "_tail",
         "_waited",
         "_waiting",
         "_what",
@@ -291,6 +331,8 @@ class _RedisLimiter(Limiter):
         what: str,
         prefix: object,
         on_backend_error: object,
+        backend_timeout: object,
+        retry_interval: object,
         name: str | None,
         per_key: object,
         clock: Clock | None,
@@ -302,18 +344,40 @@ class _RedisLimiter(Limiter):
         self._async_only = check_client("client", client)
         self._prefix = check_prefix(prefix)
         self._on_backend_error = check_policy(on_backend_error)
+        self._backend_timeout = check_backend_timeout(backend_timeout)
+        self._cooldown = Cooldown(check_retry_interval(retry_interval))
         if not isinstance(per_key, bool):
             raise ConfigError(
                 "per_key", f"expected a bool, got {type(per_key).__name__}"
             )
         self._shared = not per_key
         self._client = client
-        # register_script computes the SHA1 here and loads nothing: the first
-        # decision pays EVALSHA -> NOSCRIPT -> SCRIPT LOAD -> EVALSHA, every
-        # later one a single EVALSHA.
-        self._decide = client.register_script(scripts[0])
-        self._refund = client.register_script(scripts[1])
+        # Our own client: same server and credentials, but every socket
+        # operation bounded by backend_timeout and no retries of its own.
+        self._redis = bounded_client(client, self._backend_timeout)
+        # A plain sync client: each thread keeps one connection of the
+        # bounded pool and talks to it directly (redis-py's per-command
+        # machinery costs more than the round trip on loopback). Others go
+        # through the client (clusters route by key).
+        self._pool = (
+            self._redis.connection_pool
+            if type(self._redis) is redis.Redis
+            else None
+        )
+        self._local = threading.local()
+        self._scripts = scripts
+        self._shas = tuple(
+            hashlib.sha1(s.encode(), usedforsecurity=False).hexdigest()
+            for s in scripts
+        )
         self._suffixes = suffixes
+        # Keys are head + call key + tail (+ suffix): PREFIX:{NAME:KEY}:KIND.
+        if self._shared:
+            self._head = redis_key(self._prefix, self._name)
+            self._tail = ""
+        else:
+            self._head = redis_key(self._prefix, self._name, "")[:-1]
+            self._tail = "}"
         self._max_cost = max_cost
         self._what = what
         self._counters = threading.Lock()
@@ -346,21 +410,27 @@ class _RedisLimiter(Limiter):
 
     @property
     def on_backend_error(self) -> str:
-        """What happens when Redis is unreachable (see the module doc)."""
+        """What happens when Redis fails (see the module doc)."""
         return self._on_backend_error
+
+    @property
+    def backend_timeout(self) -> float:
+        """The longest a decision waits on Redis, in seconds."""
+        return self._backend_timeout
+
+    @property
+    def retry_interval(self) -> float:
+        """Seconds between two probes of a failed Redis."""
+        return self._cooldown.retry_interval
 
     def _keys(self, key: str) -> list[str]:
         """The Redis keys holding ``key``'s state (one hash slot)."""
-        if self._shared:
-            tag = hash_tagged(self._prefix, self._name)
-        else:
-            tag = hash_tagged(self._prefix, self._name, key)
-        return [tag + suffix for suffix in self._suffixes]
+        base = self._head if self._shared else self._head + key + self._tail
+        return [base + suffix for suffix in self._suffixes]
 
     def _pattern(self) -> str:
         """A SCAN pattern matching every per-key state of this limiter."""
-        head = _glob_escape("{" + f"{self._prefix}:{self._name}:")
-        return head + "*"
+        return redis_key_pattern(self._prefix, self._name)
 
     def _need_sync(self) -> None:
         if self._async_only:
@@ -385,22 +455,99 @@ class _RedisLimiter(Limiter):
         # Unique across processes and hosts: 16 random bytes (only the
         # sliding window's log needs one).
         member = f"{cost!r}:{os.urandom(16).hex()}" if self._logged else ""
-        max_wait = -1.0 if timeout is None else timeout * 1e6
+        max_wait = (
+            -1.0 if timeout is None or math.isinf(timeout) else timeout * 1e6
+        )
         return self._keys(key), self._args(cost, max_wait, member), member
 
     def _count(self, field: str, delta: int = 1) -> None:
         with self._counters:
             setattr(self, field, getattr(self, field) + delta)
 
+    # -- round trips ----------------------------------------------------------
+
+    def _run(self, which: int, keys: list[str], args: list[Any]) -> Any:
+        """
+        One ``EVALSHA`` of script ``which`` (0: decide, 1: refund).
+
+        On ``NOSCRIPT`` (Redis restarted empty, a failover) the script is
+        loaded and run again: that one time, three round trips.
+        """
+        try:
+            return self._send(self._shas[which], keys, args)
+        except redis.exceptions.NoScriptError:
+            self._redis.script_load(self._scripts[which])
+            return self._send(self._shas[which], keys, args)
+
+    def _send(self, sha: str, keys: list[str], args: list[Any]) -> Any:
+        pool = self._pool
+        if pool is None:
+            return self._redis.execute_command(
+                "EVALSHA", sha, len(keys), *keys, *args
+            )
+        try:
+            conn = self._local.conn
+        except AttributeError:
+            conn = self._hold(pool)
+        if conn.pid != os.getpid():  # a forked child makes its own
+            conn = self._hold(pool)
+        try:
+            conn.send_command("EVALSHA", sha, len(keys), *keys, *args)
+            return conn.read_response()
+        except redis.exceptions.ResponseError:
+            raise  # a whole reply was read: the connection is in sync
+        except BaseException:
+            # Timed out, broken or interrupted mid-reply: start afresh.
+            conn.disconnect()
+            raise
+
+    def _hold(self, pool: Any) -> Any:
+        """
+        This thread's connection, taken from the bounded client's pool.
+
+        Kept by the thread (no pool round trip per decision), given back
+        when the thread ends; closed with the pool.
+        """
+        conn = pool.get_connection()
+        holder = _Holder()
+        weakref.finalize(holder, pool.release, conn)
+        self._local.conn = conn
+        self._local.holder = holder
+        return conn
+
+    async def _run_async(
+        self, which: int, keys: list[str], args: list[Any]
+    ) -> Any:
+        """`_run` from a coroutine, whatever the client."""
+        if not self._async_only:
+            # A sync client blocks: run it on a worker thread.
+            return await asyncio.to_thread(self._run, which, keys, args)
+        client = self._client
+        sha = self._shas[which]
+        # The user's client, whatever its options, waits backend_timeout at
+        # most; redis-py drops a connection cancelled mid-reply.
+        async with asyncio.timeout(self._backend_timeout):
+            try:
+                return await client.execute_command(
+                    "EVALSHA", sha, len(keys), *keys, *args
+                )
+            except redis.exceptions.NoScriptError:
+                await client.script_load(self._scripts[which])
+                return await client.execute_command(
+                    "EVALSHA", sha, len(keys), *keys, *args
+                )
+
+    # -- decisions ------------------------------------------------------------
+
     def _decided(
         self,
         ctx: CallContext | None,
         key: str,
         cost: float,
-        reply: Sequence[Any],
+        reply: Any,
     ) -> tuple[int, float, float]:
         """
-        Count and report Redis's decision.
+        Count and report Redis's decision (an int: admitted at once, then).
 
         Returns:
             ``(status, wait in seconds, booked time in us)``.
@@ -408,50 +555,70 @@ class _RedisLimiter(Limiter):
         Raises:
             RateLimitedError: Redis refused (nothing was consumed).
         """
+        if self._cooldown.retry_at is not None:
+            self._cooldown.recovered()
+        if reply.__class__ is int:
+            with self._counters:
+                self._allowed += 1
+            self._emit(ctx, key, LimiterAllowed, cost=cost)
+            return _ADMITTED, 0.0, float(reply)
         status = int(reply[0])
         wait = float(reply[1]) / 1e6
         at = float(reply[2])
-        if status == _ADMITTED:
-            self._count("_allowed")
-            self._emit(ctx, key, LimiterAllowed, cost=cost)
-        elif status == _REJECTED:
+        if status == _REJECTED:
             self._count("_rejected")
             self._emit(ctx, key, LimiterRejected, retry_after=wait, cost=cost)
             raise RateLimitedError(self._name, key, wait)
-        else:
-            self._count("_waiting")
+        self._count("_waiting")
         return status, wait, at
 
+    def _skipped(self, ctx: CallContext | None, key: str) -> float:
+        """Decide by the policy while Redis cools down (no round trip)."""
+        error = self._cooldown.last_error or ConnectionError("redis")
+        return self._by_policy(ctx, key, error, cooldown=True)
+
     def _failed(
+        self, ctx: CallContext | None, key: str, error: BaseException
+    ) -> float:
+        """Redis failed this decision: close the gate, apply the policy."""
+        self._cooldown.failed(self._clock.now(), error)
+        return self._by_policy(ctx, key, error, cooldown=False)
+
+    def _by_policy(
         self,
         ctx: CallContext | None,
         key: str,
         error: BaseException,
-        operation: str = "acquire",
+        *,
+        cooldown: bool,
     ) -> float:
         """
-        Apply ``on_backend_error`` to a decision Redis could not take.
+        Apply ``on_backend_error`` to a decision Redis did not take.
 
         Returns:
             ``0.0`` (admitted) under ``"fail_open"``.
 
         Raises:
-            RateLimitedError: under ``"fail_closed"``.
+            RateLimitedError: under ``"fail_closed"``, saying the backend is
+                unavailable, ``error`` chained.
             BackendUnavailableError: under ``"raise"``.
         """
         self._count("_backend_errors")
+        policy = self._on_backend_error
         report_failure(
-            self, ctx, BACKEND, operation, self._on_backend_error, error
+            self, ctx, BACKEND, "acquire", policy, error, cooldown=cooldown
         )
-        if self._on_backend_error == "fail_open":
+        if policy == "fail_open":
             return 0.0
-        raise RateLimitedError(self._name, key, BACKEND_RETRY_AFTER) from error
+        refusal = RateLimitedError(self._name, key, BACKEND_RETRY_AFTER)
+        raise unavailable(refusal, self._name, BACKEND) from error
 
     def _refund_failed(
         self, ctx: CallContext | None, error: BaseException
     ) -> None:
         """Report a lost refund; never raise over the interruption."""
         self._count("_backend_errors")
+        self._cooldown.failed(self._clock.now(), error)
         with contextlib.suppress(BackendUnavailableError):
             report_failure(
                 self, ctx, BACKEND, "refund", self._on_backend_error, error
@@ -471,26 +638,34 @@ class _RedisLimiter(Limiter):
             self._waiting -= 1
             self._cancelled += 1
 
+    def _cooling(self) -> bool:
+        """Whether Redis failed less than ``retry_interval`` ago."""
+        cooldown = self._cooldown
+        return cooldown.retry_at is not None and cooldown.blocked(
+            self._clock.now()
+        )
+
     # -- sync -----------------------------------------------------------------
 
     def try_acquire(self, key: str = "default", cost: float = 1) -> bool:
         """
         Take ``cost`` permits for ``key`` if that needs no waiting.
 
-        One round trip to Redis.
+        One round trip to Redis (none while Redis cools down after a
+        failure: the policy decides at once).
 
         Args:
             key: Whose budget to charge (at most 512 UTF-8 bytes).
             cost: How many permits (a finite number > 0).
 
         Returns:
-            Whether the permits were taken; under
-            ``on_backend_error="fail_open"`` / ``"fail_closed"`` with Redis
-            unreachable, ``True`` / ``False``.
+            Whether the permits were taken; with Redis failing, ``True``
+            under ``on_backend_error="fail_open"`` and ``False`` under
+            ``"fail_closed"``.
 
         Raises:
             ConfigError: A parameter is out of its domain.
-            BackendUnavailableError: Redis is unreachable and
+            BackendUnavailableError: Redis failed and
                 ``on_backend_error="raise"``.
             TypeError: The limiter has an asyncio client.
         """
@@ -507,12 +682,17 @@ class _RedisLimiter(Limiter):
         timeout: float | None,
         ctx: CallContext | None,
     ) -> float:
-        self._need_sync()
+        if self._async_only:
+            self._need_sync()
         key, cost, timeout = self._prepare(key, cost, timeout)
+        if self._cooldown.retry_at is not None and self._cooling():
+            return self._skipped(ctx, key)
         keys, args, member = self._request(key, cost, timeout)
         try:
-            reply = self._decide(keys=keys, args=args)
-        except BACKEND_ERRORS as error:
+            reply = self._run(0, keys, args)
+        except CATCH as error:
+            if not is_backend_failure(error):
+                raise
             return self._failed(ctx, key, error)
         status, wait, at = self._decided(ctx, key, cost, reply)
         if status == _ADMITTED:
@@ -523,12 +703,13 @@ class _RedisLimiter(Limiter):
             clock.sleep(wait)
         except BaseException:
             self._abandoned()
-            try:
-                self._refund(
-                    keys=keys, args=self._refund_args(cost, member, at)
-                )
-            except BACKEND_ERRORS as error:
-                self._refund_failed(ctx, error)
+            if not self._cooling():
+                try:
+                    self._run(1, keys, self._refund_args(cost, member, at))
+                except CATCH as error:
+                    if not is_backend_failure(error):  # pragma: no cover
+                        raise
+                    self._refund_failed(ctx, error)
             raise
         return self._served(ctx, key, cost, clock.now() - start)
 
@@ -537,34 +718,36 @@ class _RedisLimiter(Limiter):
         Delete the state of ``key`` in Redis (every key when ``None``).
 
         A shared (``per_key=False``) limiter has one state, deleted whatever
-        the key. Every key is found with ``SCAN MATCH`` (never ``KEYS``), so
-        resetting a large keyspace takes several round trips. Callers in
-        other processes already sleeping for a booking keep sleeping.
+        the key. Every key is found with ``SCAN MATCH PREFIX:{NAME:*`` (never
+        ``KEYS``), so resetting a large keyspace takes several round trips.
+        Callers in other processes already sleeping for a booking keep
+        sleeping.
 
         Raises:
             ConfigError: ``key`` is neither ``None`` nor a valid key.
-            BackendUnavailableError: Redis is unreachable (whatever the
+            BackendUnavailableError: Redis failed (whatever the
                 ``on_backend_error`` policy: a reset cannot fail open).
             TypeError: The limiter has an asyncio client.
         """
         self._need_sync()
         if key is not None:
             key = check_key(key)
+        client = self._redis
         try:
             if key is not None or self._shared:
-                self._client.delete(*self._keys(key or ""))
+                client.delete(*self._keys(key or ""))
                 return
             batch: list[Any] = []
-            for found in self._client.scan_iter(
-                match=self._pattern(), count=1000
-            ):
+            for found in client.scan_iter(match=self._pattern(), count=1000):
                 batch.append(found)
                 if len(batch) >= 1000:
-                    self._client.delete(*batch)
+                    client.delete(*batch)
                     batch = []
             if batch:
-                self._client.delete(*batch)
-        except BACKEND_ERRORS as error:
+                client.delete(*batch)
+        except CATCH as error:
+            if not is_backend_failure(error):
+                raise
             self._count("_backend_errors")
             report_failure(self, None, BACKEND, "reset", "raise", error)
 
@@ -581,7 +764,7 @@ class _RedisLimiter(Limiter):
 
         Raises:
             ConfigError: A parameter is out of its domain.
-            BackendUnavailableError: Redis is unreachable and
+            BackendUnavailableError: Redis failed and
                 ``on_backend_error="raise"``.
         """
         try:
@@ -589,15 +772,6 @@ class _RedisLimiter(Limiter):
         except RateLimitedError:
             return False
         return True
-
-    async def _call(
-        self, script: Any, keys: list[str], args: list[Any]
-    ) -> Any:
-        """Run a script from a coroutine, whatever the client."""
-        if self._async_only:
-            return await script(keys=keys, args=args)
-        # A sync client blocks: run it on a worker thread, not on the loop.
-        return await asyncio.to_thread(script, keys=keys, args=args)
 
     async def _acquire_async(
         self,
@@ -614,10 +788,14 @@ class _RedisLimiter(Limiter):
         permit, so that booking (if any) is not refunded.
         """
         key, cost, timeout = self._prepare(key, cost, timeout)
+        if self._cooldown.retry_at is not None and self._cooling():
+            return self._skipped(ctx, key)
         keys, args, member = self._request(key, cost, timeout)
         try:
-            reply = await self._call(self._decide, keys, args)
-        except BACKEND_ERRORS as error:
+            reply = await self._run_async(0, keys, args)
+        except CATCH as error:
+            if not is_backend_failure(error):
+                raise
             return self._failed(ctx, key, error)
         status, wait, at = self._decided(ctx, key, cost, reply)
         if status == _ADMITTED:
@@ -628,12 +806,15 @@ class _RedisLimiter(Limiter):
             await clock.sleep_async(wait)
         except BaseException:
             self._abandoned()
-            try:
-                await self._call(
-                    self._refund, keys, self._refund_args(cost, member, at)
-                )
-            except BACKEND_ERRORS as error:
-                self._refund_failed(ctx, error)
+            if not self._cooling():
+                try:
+                    await self._run_async(
+                        1, keys, self._refund_args(cost, member, at)
+                    )
+                except CATCH as error:
+                    if not is_backend_failure(error):  # pragma: no cover
+                        raise
+                    self._refund_failed(ctx, error)
             raise
         return self._served(ctx, key, cost, clock.now() - start)
 
@@ -643,14 +824,14 @@ class _RedisLimiter(Limiter):
 
         Raises:
             ConfigError: ``key`` is neither ``None`` nor a valid key.
-            BackendUnavailableError: Redis is unreachable.
+            BackendUnavailableError: Redis failed.
         """
         if not self._async_only:
             await asyncio.to_thread(self.reset, key)
             return
         if key is not None:
             key = check_key(key)
-        client = self._client
+        client = self._redis
         try:
             if key is not None or self._shared:
                 await client.delete(*self._keys(key or ""))
@@ -665,7 +846,9 @@ class _RedisLimiter(Limiter):
                     batch = []
             if batch:
                 await client.delete(*batch)
-        except BACKEND_ERRORS as error:
+        except CATCH as error:
+            if not is_backend_failure(error):
+                raise
             self._count("_backend_errors")
             report_failure(self, None, BACKEND, "reset", "raise", error)
 
@@ -686,11 +869,6 @@ class _RedisLimiter(Limiter):
                 evicted_owing=0,
                 backend_errors=self._backend_errors,
             )
-
-
-def _glob_escape(text: str) -> str:
-    """Escape Redis glob metacharacters so SCAN MATCH takes them literally."""
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 class RedisTokenBucket(_RedisLimiter):
@@ -718,6 +896,11 @@ class RedisTokenBucket(_RedisLimiter):
             limit protects a budget you may overrun briefly, and keep
             ``"fail_closed"`` when it protects a service that must not be
             flooded.
+        backend_timeout: The longest a decision waits on Redis, in seconds
+            (default 0.1, at most 60), whatever the client's own options.
+        retry_interval: After a failure, seconds during which the policy
+            decides without asking Redis (default 1.0, at most 3600); then
+            one call probes Redis again.
         name: Part of every Redis key, and used in events, errors and
             metrics (default ``"token_bucket"``). Processes sharing a limit
             must use the same ``prefix``, ``name`` and numbers.
@@ -733,7 +916,7 @@ class RedisTokenBucket(_RedisLimiter):
             redis-py client included).
     """
 
-    __slots__ = ("_capacity", "_interval", "_refill_rate")
+    __slots__ = ("_burst", "_capacity", "_interval", "_one", "_refill_rate")
 
     _logged: ClassVar[bool] = False
 
@@ -745,6 +928,8 @@ class RedisTokenBucket(_RedisLimiter):
         *,
         prefix: str = "stormwall",
         on_backend_error: str = "fail_closed",
+        backend_timeout: float = 0.1,
+        retry_interval: float = 1.0,
         name: str | None = None,
         per_key: bool = True,
         clock: Clock | None = None,
@@ -752,11 +937,18 @@ class RedisTokenBucket(_RedisLimiter):
     ) -> None:
         self._capacity = positive("capacity", capacity)
         self._refill_rate = positive("refill_rate", refill_rate)
-        self._interval = 1e6 / self._refill_rate
-        if not math.isfinite(self._interval * self._capacity):
+        # The scripts see one permit's interval and the full refill time,
+        # in microseconds: bounded, so Redis's numbers never overflow.
+        check_duration("refill_rate", 1 / self._refill_rate)
+        if self._capacity / self._refill_rate > MAX_SCRIPT_DURATION:
             raise ConfigError(
-                "refill_rate", "too small for this capacity (overflow)"
+                "refill_rate",
+                f"too small for capacity {self._capacity:g}: a full refill "
+                f"would take over {MAX_SCRIPT_DURATION:g} seconds",
             )
+        self._interval = 1e6 / self._refill_rate
+        self._one = repr(self._interval)
+        self._burst = repr(self._interval * self._capacity)
         _RedisLimiter.__init__(
             self,
             "token_bucket",
@@ -767,6 +959,8 @@ class RedisTokenBucket(_RedisLimiter):
             f"the capacity ({self._capacity:g})",
             prefix,
             on_backend_error,
+            backend_timeout,
+            retry_interval,
             name,
             per_key,
             clock,
@@ -790,10 +984,9 @@ class RedisTokenBucket(_RedisLimiter):
         member: str,  # noqa: ARG002 - a sliding window's, unused here
     ) -> list[Any]:
         return [
-            repr(self._interval),
-            repr(self._interval * self._capacity),
-            repr(cost),
-            repr(max_wait),
+            self._one if cost == 1 else repr(cost * self._interval),
+            self._burst,
+            "0" if max_wait == 0 else repr(max_wait),
         ]
 
     def _refund_args(
@@ -829,10 +1022,14 @@ class RedisSlidingWindow(_RedisLimiter):
             `RedisTokenBucket`).
         limit: The most cost admitted within any ``window`` seconds, and the
             most one request may cost.
-        window: The window length in seconds (Redis resolves microseconds).
+        window: The window length in seconds (Redis resolves microseconds;
+            at most ten years).
         prefix: The namespace of the Redis keys.
         on_backend_error: ``"fail_closed"``, ``"fail_open"`` or ``"raise"``
             (see `RedisTokenBucket`).
+        backend_timeout: The longest a decision waits on Redis (see
+            `RedisTokenBucket`).
+        retry_interval: Seconds between probes of a failed Redis.
         name: Part of every Redis key, and used in events, errors and
             metrics (default ``"sliding_window"``).
         per_key: ``False`` shares one window between every key.
@@ -855,13 +1052,17 @@ class RedisSlidingWindow(_RedisLimiter):
         *,
         prefix: str = "stormwall",
         on_backend_error: str = "fail_closed",
+        backend_timeout: float = 0.1,
+        retry_interval: float = 1.0,
         name: str | None = None,
         per_key: bool = True,
         clock: Clock | None = None,
         bus: EventBus | None = None,
     ) -> None:
         self._limit = positive("limit", limit)
-        self._window = positive("window", window, seconds=True)
+        self._window = check_duration(
+            "window", positive("window", window, seconds=True)
+        )
         if self._window < 1e-6:
             raise ConfigError("window", "must be at least one microsecond")
         _RedisLimiter.__init__(
@@ -874,6 +1075,8 @@ class RedisSlidingWindow(_RedisLimiter):
             f"the limit ({self._limit:g})",
             prefix,
             on_backend_error,
+            backend_timeout,
+            retry_interval,
             name,
             per_key,
             clock,

@@ -18,12 +18,17 @@ Redis backends: limits that hold across processes, breakers they share.
 
 Every decision is one round trip (a Lua script, loaded once and run with
 ``EVALSHA``), timed by the Redis server's clock so hosts may disagree about
-the time; keys are namespaced by ``prefix``, expire when idle, and carry
-Redis Cluster hash tags. ``client`` is a ``redis.Redis`` or a
-``redis.asyncio.Redis`` (use the asyncio one with `AsyncResilientExecutor`).
-When Redis is unreachable, ``on_backend_error`` decides (``"fail_open"``,
-``"fail_closed"`` or ``"raise"``) and a `stormwall.events.BackendError` is
-reported; the next call tries Redis again.
+the time. Keys are ``PREFIX:{NAME:KEY}:KIND``: the prefix first (``SCAN
+MATCH prefix:*`` and an ACL ``~prefix:*`` cover them), then a Redis Cluster
+hash tag; they expire when idle. ``client`` is a ``redis.Redis`` or a
+``redis.asyncio.Redis`` (use the asyncio one with `AsyncResilientExecutor`;
+clusters too). When Redis fails (unreachable, too slow, or an error reply
+such as ``OOM`` or ``NOPERM``), ``on_backend_error`` decides
+(``"fail_open"``, ``"fail_closed"`` or ``"raise"``) and a
+`stormwall.events.BackendError` is reported. The limiters wait at most
+``backend_timeout`` (0.1 s) on Redis whatever the client's options, and
+after a failure probe it again at most every ``retry_interval`` (1 s),
+deciding by the policy at once meanwhile; the first answer ends the outage.
 
 Needs ``pip install 'stormwall[redis]'``.
 """

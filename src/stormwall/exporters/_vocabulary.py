@@ -184,6 +184,24 @@ RETRY_BUDGET_EXHAUSTED = MetricSpec(
     "Retries denied by the retry budget.",
     ("executor",),
 )
+BACKEND_ERRORS = MetricSpec(
+    "stormwall.backend.errors",
+    "stormwall_backend_errors_total",
+    "counter",
+    "{error}",
+    "Shared-state backend (e.g. Redis) failures: each round trip that "
+    "failed, by error type.",
+    ("component", "error_type"),
+)
+BACKEND_DECISIONS = MetricSpec(
+    "stormwall.backend.decisions",
+    "stormwall_backend_decisions_total",
+    "counter",
+    "{decision}",
+    "Decisions taken by on_backend_error because the backend failed or is "
+    "cooling down: fail_open admitted, fail_closed refused, raise raised.",
+    ("component", "decision"),
+)
 
 METRICS: Final = (
     CALLS,
@@ -199,6 +217,8 @@ METRICS: Final = (
     BULKHEAD_IN_FLIGHT,
     BULKHEAD_REJECTIONS,
     RETRY_BUDGET_EXHAUSTED,
+    BACKEND_ERRORS,
+    BACKEND_DECISIONS,
 )
 
 # Label values known in advance: their counter series are created at 0 when
@@ -340,6 +360,9 @@ DEFAULT_LEVELS: Final[Mapping[str, int | None]] = {
     "stormwall.fallback.used": logging.WARNING,
     "stormwall.executor.observed": None,
     "stormwall.backend.error": logging.ERROR,
+    # Decided without asking the backend (it failed < retry_interval ago):
+    # one line per call would flood the logs during an outage.
+    "stormwall.backend.error:cooldown": logging.DEBUG,
 }
 
 _LEVEL_NAMES: Final = {
@@ -463,7 +486,13 @@ def resolve_levels(
 
 
 def qualifier(event: Event) -> str | None:
-    """What refines an event's level: its outcome or the state entered."""
+    """
+    What refines an event's level: its outcome or the state entered.
+
+    ``"cooldown"`` for a backend decision taken without a round trip.
+    """
+    if getattr(event, "cooldown", False):
+        return "cooldown"
     outcome = getattr(event, "outcome", None)
     if outcome is not None:
         return str(outcome)
@@ -505,6 +534,7 @@ _LOG_FIELDS: Final = (
     "backend",
     "operation",
     "policy",
+    "cooldown",
 )
 
 

@@ -41,6 +41,11 @@ Traces (`TracingExporter`):
   and ``stormwall.fallback.used``. They go on the call span because they
   happen between attempts: admission runs before an attempt starts, and the
   breaker records an attempt after it ended.
+- A shared-state backend failing (Redis down, full, denying) is a
+  ``stormwall.backend.error`` span event (``stormwall.backend.component``,
+  ``.name``, ``.operation``, ``.policy``, ``.cooldown``, ``error.type``) on
+  the call span, or on the current span when the component is used outside
+  an executor.
 
 Span timestamps are OpenTelemetry's own wall-clock time (epoch nanoseconds),
 not the event's ``time``: that is the executor's clock (monotonic, or a
@@ -62,6 +67,7 @@ from stormwall import ConfigError, EventBus, __version__
 from stormwall.events import (
     AttemptEnded,
     AttemptStarted,
+    BackendError,
     BreakerRejected,
     BreakerStateChanged,
     BulkheadAcquired,
@@ -133,6 +139,11 @@ _BULKHEAD_WAITED: Final = "stormwall.bulkhead.waited"
 # OTel's exception event and its type attribute (semantic conventions).
 _EXCEPTION: Final = "exception"
 _EXCEPTION_TYPE: Final = "exception.type"
+_BACKEND_COMPONENT: Final = "stormwall.backend.component"
+_BACKEND_NAME: Final = "stormwall.backend.name"
+_BACKEND_OPERATION: Final = "stormwall.backend.operation"
+_BACKEND_POLICY: Final = "stormwall.backend.policy"
+_BACKEND_COOLDOWN: Final = "stormwall.backend.cooldown"
 
 # Call outcomes that make the call span an error: the caller got an
 # exception. "fallback" (the caller got a value) and "cancelled" (the
@@ -251,6 +262,7 @@ class TracingExporter:
             BulkheadAcquired: self._bulkhead_acquired,
             BulkheadRejected: self._bulkhead_rejected,
             FallbackUsed: self._fallback_used,
+            BackendError: self._backend_error,
         }
 
     def attach(self, bus: EventBus | None = None) -> Subscription:
@@ -446,6 +458,22 @@ class TracingExporter:
     def _fallback_used(self, event: FallbackUsed) -> None:
         self._add_event(event, {_ERROR_TYPE: vocab.error_type(event.error)})
 
+    def _backend_error(self, event: BackendError) -> None:
+        # On the call's span inside a call, else on whatever span is current
+        # (a limiter used on its own inside the user's request span).
+        attributes: dict[str, AttributeValue] = {
+            _BACKEND_COMPONENT: event.component,
+            _BACKEND_NAME: event.backend,
+            _BACKEND_OPERATION: event.operation,
+            _BACKEND_POLICY: event.policy,
+            _BACKEND_COOLDOWN: event.cooldown,
+            _ERROR_TYPE: vocab.error_type(event.error),
+        }
+        call = self._calls.get(event.call_id)  # type: ignore[arg-type]
+        span = call.span if call is not None else trace.get_current_span()
+        if span.is_recording():
+            span.add_event(event.name, attributes)
+
 
 class MetricsExporter:
     """
@@ -513,6 +541,8 @@ class MetricsExporter:
         self._limiter_wait = histogram(vocab.LIMITER_WAIT)
         self._bulkhead_rejections = counter(vocab.BULKHEAD_REJECTIONS)
         self._budget_exhausted = counter(vocab.RETRY_BUDGET_EXHAUSTED)
+        self._backend_errors = counter(vocab.BACKEND_ERRORS)
+        self._backend_decisions = counter(vocab.BACKEND_DECISIONS)
         meter.create_observable_gauge(
             vocab.BREAKER_STATE.otel_name,
             callbacks=[self._observe_breakers],
@@ -550,6 +580,7 @@ class MetricsExporter:
             BulkheadAcquired: self._bulkhead_moved,
             BulkheadReleased: self._bulkhead_moved,
             BulkheadRejected: self._bulkhead_rejected,
+            BackendError: self._backend_error,
         }
 
     def attach(self, bus: EventBus | None = None) -> Subscription:
@@ -713,6 +744,19 @@ class MetricsExporter:
     def _bulkhead_rejected(self, event: BulkheadRejected) -> None:
         self._see_bulkhead(event.bulkhead)
         self._bulkhead_rejections.add(1, {"bulkhead": event.bulkhead})
+
+    def _backend_error(self, event: BackendError) -> None:
+        if not event.cooldown:  # a round trip failed (not a skipped one)
+            self._backend_errors.add(
+                1,
+                {
+                    "component": event.component,
+                    "error_type": vocab.error_type(event.error),
+                },
+            )
+        self._backend_decisions.add(
+            1, {"component": event.component, "decision": event.policy}
+        )
 
     # -- gauges ---------------------------------------------------------------
 

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 from stormwall import ConfigError
 from stormwall.events import (
     AttemptEnded,
+    BackendError,
     BreakerRejected,
     BreakerStateChanged,
     BulkheadAcquired,
@@ -223,6 +224,8 @@ class PrometheusExporter:
         self._budget_exhausted = m[
             vocab.RETRY_BUDGET_EXHAUSTED.prometheus_name
         ]
+        self._backend_errors = m[vocab.BACKEND_ERRORS.prometheus_name]
+        self._backend_decisions = m[vocab.BACKEND_DECISIONS.prometheus_name]
 
         # One cache per metric; see `_Children`.
         self._children: dict[MetricWrapperBase, _Children] = {
@@ -252,6 +255,7 @@ class PrometheusExporter:
             BulkheadAcquired: self._on_bulkhead_in_flight,
             BulkheadReleased: self._on_bulkhead_in_flight,
             BulkheadRejected: self._on_bulkhead_rejected,
+            BackendError: self._on_backend_error,
         }
 
     @staticmethod
@@ -487,6 +491,13 @@ class PrometheusExporter:
         if event.bulkhead not in self._bulkheads:
             self._see_bulkhead(event.bulkhead)
         self._child(self._bulkhead_rejections, (event.bulkhead,)).inc()
+
+    def _on_backend_error(self, event: BackendError) -> None:
+        component = event.component
+        if not event.cooldown:  # a round trip failed (not a skipped one)
+            labels = (component, vocab.error_type(event.error))
+            self._child(self._backend_errors, labels).inc()
+        self._child(self._backend_decisions, (component, event.policy)).inc()
 
 
 class MetricsServer:
