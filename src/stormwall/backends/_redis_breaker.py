@@ -60,6 +60,7 @@ import itertools
 import math
 import secrets
 import threading
+import time
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Final
 
@@ -70,7 +71,6 @@ from redis.retry import Retry
 
 from .. import _validate
 from .._breaker import Admission, BreakerStore, Snapshot
-from .._clock import DEFAULT_CLOCK
 from .._core._breaker import (
     BreakerCore,
     BreakerRecord,
@@ -121,8 +121,9 @@ _MAX_ORPHANS: Final = 64
 
 # The local clock only measures how old the cached view is and how long
 # Redis has been failing; it never takes a breaker decision (Redis TIME
-# does), so it is always the real one.
-_real_now: Final = DEFAULT_CLOCK.now
+# does), so it is always the real one. The C function itself, not
+# DEFAULT_CLOCK.now: it is read on every admission of the hot path.
+_real_now: Final = time.monotonic
 
 
 def _text(value: object) -> str:
@@ -532,11 +533,13 @@ class _RedisBreakerCore:
         "_config",
         "_cooldown",
         "_fallback",
+        "_fresh_until",
         "_gen",
         "_interval",
         "_keys",
         "_lock",
         "_ok",
+        "_open",
         "_open_until",
         "_orphans",
         "_policy",
@@ -593,6 +596,8 @@ class _RedisBreakerCore:
         self._quiet = False  # closed with no consecutive failure
         self._open_until = _NEVER
         self._synced = _NEVER
+        self._fresh_until = _NEVER  # _synced + sync_interval
+        self._open = False  # closed or disabled: the view admits
         self._syncing = False
         self._view = Admission(-1, None, _CLOSED, 0.0)
         # The batch: successes (and the slow ones among them) of the
@@ -720,7 +725,9 @@ class _RedisBreakerCore:
                 now + retry / _US if state is _OPEN and retry >= 0 else _NEVER
             )
             self._view = Admission(gen, None, state, 0.0)
+            self._open = state is _CLOSED or state is _DISABLED
             self._synced = now
+            self._fresh_until = now + self._interval
         self._fallback = None  # Redis answers again: back to shared state
         from_state = _text(reply[_FROM])
         if not from_state:
@@ -780,7 +787,7 @@ class _RedisBreakerCore:
 
     def _down(self, error: BaseException) -> None:
         """Redis failed: distrust the view, leave Redis alone a while."""
-        self._synced = _NEVER
+        self._synced = self._fresh_until = _NEVER
         self._cooldown.failed(error)
 
     def _last_error(self) -> BaseException:
@@ -928,6 +935,8 @@ class _RedisBreakerCore:
     def admit(self, ctx: CallContext | None) -> Admission:
         """Decide whether a call may run (see the module documentation)."""
         now = _real_now()
+        if self._open and now < self._fresh_until:  # the hot path
+            return self._view
         decision = self._decide_here(now)
         if decision is not None:
             return decision
@@ -951,6 +960,12 @@ class _RedisBreakerCore:
         self, permit: object, duration: float, ctx: CallContext | None
     ) -> Transition | None:
         """Record a success (batched when it cannot trip the breaker)."""
+        if permit == self._gen and self._quiet and duration < self._slow_trips:
+            if self._windowed:  # the hot path: no window, nothing to count
+                next(self._ok)
+                if duration >= self._slow_mark:
+                    next(self._slow_ok)
+            return None
         if self._batched(permit, duration):
             return None
         return self._outcome("success", permit, duration, ctx)
@@ -1025,6 +1040,8 @@ class _RedisBreakerCore:
     async def admit_async(self, ctx: CallContext | None) -> Admission:
         """`admit`, with an asyncio client."""
         now = _real_now()
+        if self._open and now < self._fresh_until:  # the hot path
+            return self._view
         decision = self._decide_here(now)
         if decision is not None:
             return decision
