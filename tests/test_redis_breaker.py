@@ -1134,6 +1134,42 @@ class TestCancelledProbe:
         assert 0 == _probes_in_flight(admin, "p")
 
 
+    @pytest.mark.asyncio
+    async def test_cancelled_probe_outcome_frees_slot(
+        self, redis_server, admin
+    ):
+        """A probe cancelled while its outcome is on the way frees its
+        slot too."""
+        client = redis.asyncio.Redis(port=redis_server.port)
+        try:
+            breaker = CircuitBreaker(
+                "q",
+                store=RedisBreakerStore(client),
+                failure_threshold=1,
+                recovery_timeout=0.2,
+                success_threshold=5,
+            )
+            permit = await breaker._admit_async(None)
+            await breaker._on_failure_async(permit, BOOM, 0.0, None)
+            await asyncio.sleep(0.25)
+            permit = await breaker._admit_async(None)  # a probe slot
+            with socket_to(redis_server) as blocker:
+                blocker.sendall(_resp("EVAL", _SPIN.format(us=60_000), "0"))
+                await asyncio.sleep(0.01)
+                task = asyncio.ensure_future(
+                    breaker._on_success_async(permit, 0.0, None)
+                )
+                await asyncio.sleep(0.02)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                await asyncio.sleep(0.1)
+        finally:
+            await client.aclose()
+
+        assert 0 == _probes_in_flight(admin, "q")
+
+
 def _probes_in_flight(admin, name):
     """half_open_in_flight as a fresh process reads it from Redis."""
     store = RedisBreakerStore(admin)
@@ -1431,5 +1467,7 @@ class TestBatching:
         seen = queue.get(timeout=30)
         child.join(30)
 
+        # Within sync_interval, plus one round trip and the scheduling of
+        # two busy processes on a loaded test machine.
         assert seen is not None
-        assert seen - tripped < 0.2 + 0.1
+        assert seen - tripped < 0.2 + 0.25

@@ -639,8 +639,10 @@ class _RedisBreakerCore:
 
     def _sent(self, orphans: tuple[str, ...]) -> None:
         """A round trip succeeded: its orphans are given up, Redis is up."""
-        for token in orphans:
-            self._orphans.pop(token, None)
+        if orphans:
+            with self._lock:
+                for token in orphans:
+                    self._orphans.pop(token, None)
         self._cooldown.recovered()
 
     def _run(
@@ -677,10 +679,11 @@ class _RedisBreakerCore:
     def _orphan(self, token: str) -> None:
         """Remember to give ``token`` up (its round trip did not answer)."""
         if token:
-            orphans = self._orphans
-            orphans[token] = None
-            if len(orphans) > _MAX_ORPHANS:  # probe_timeout frees the rest
-                del orphans[next(iter(orphans))]
+            with self._lock:
+                orphans = self._orphans
+                orphans[token] = None
+                if len(orphans) > _MAX_ORPHANS:  # probe_timeout frees it
+                    del orphans[next(iter(orphans))]
 
     async def _give_back(self) -> None:
         """
@@ -717,6 +720,10 @@ class _RedisBreakerCore:
                 self._batch_gen = gen
             cf = int(reply[_CF])
             retry = int(reply[_RETRY])
+            admits = state is _CLOSED or state is _DISABLED
+            # The hot path reads _open, _fresh_until, then _view: close the
+            # gate before changing what is behind it, open it after.
+            self._open = False
             self._state = state
             self._gen = gen
             self._cf = cf
@@ -725,9 +732,9 @@ class _RedisBreakerCore:
                 now + retry / _US if state is _OPEN and retry >= 0 else _NEVER
             )
             self._view = Admission(gen, None, state, 0.0)
-            self._open = state is _CLOSED or state is _DISABLED
             self._synced = now
             self._fresh_until = now + self._interval
+            self._open = admits
         self._fallback = None  # Redis answers again: back to shared state
         from_state = _text(reply[_FROM])
         if not from_state:
