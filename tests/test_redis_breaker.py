@@ -1133,7 +1133,6 @@ class TestCancelledProbe:
         assert ("ran", "half_open") == result
         assert 0 == _probes_in_flight(admin, "p")
 
-
     @pytest.mark.asyncio
     async def test_cancelled_probe_outcome_frees_slot(
         self, redis_server, admin
@@ -1419,6 +1418,19 @@ class TestDurationBounds:
 
 class TestBatching:
     """A closed breaker's success path makes no round trip."""
+
+    @pytest.mark.parametrize(
+        ("config", "timed"),
+        [
+            pytest.param({}, False, id="no-slow-rule"),
+            pytest.param({"slow_call_duration": 1.0}, True, id="slow-rule"),
+        ],
+    )
+    def test_durations_measured_only_when_read(self, client, config, timed):
+        """The executors time calls only for a slow-call rule."""
+        breaker = CircuitBreaker(store=RedisBreakerStore(client), **config)
+
+        assert timed is breaker._timed
 
     def test_batch_reaches_redis_at_the_next_sync(self, redis_server, bus):
         """The batched successes land in the shared window."""

@@ -458,6 +458,10 @@ class RedisBreakerStore(BreakerStore):
             value = getattr(config, param)
             if value is not None:
                 _bounded_duration(param, value)
+        # The store reads a call's duration only for the slow-call rule:
+        # without it, spare the executors their two clock reads per attempt
+        # (the hot path), as a local breaker does.
+        breaker._timed = config.slow_call_duration is not None
         return _RedisBreakerCore(self, breaker, config)
 
 
