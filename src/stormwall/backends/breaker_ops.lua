@@ -340,7 +340,7 @@ elseif op == 'reset' then
     clear()
     dirty = true
   end
-elseif op == 'poll' or op == 'sync' then
+elseif op == 'poll' then
   poll()
   if window_kind == 'time' and r.wp >= 0 then roll() end
 else
