@@ -60,7 +60,6 @@ import itertools
 import math
 import secrets
 import threading
-import time
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Final
 
@@ -71,6 +70,7 @@ from redis.retry import Retry
 
 from .. import _validate
 from .._breaker import Admission, BreakerStore, Snapshot
+from .._clock import DEFAULT_CLOCK
 from .._core._breaker import (
     BreakerCore,
     BreakerRecord,
@@ -121,9 +121,8 @@ _MAX_ORPHANS: Final = 64
 
 # The local clock only measures how old the cached view is and how long
 # Redis has been failing; it never takes a breaker decision (Redis TIME
-# does), so it is always the real one. The C function itself, not
-# DEFAULT_CLOCK.now: it is read on every admission of the hot path.
-_real_now: Final = time.monotonic
+# does), so it is always the real one.
+_real_now: Final = DEFAULT_CLOCK.now
 
 
 def _text(value: object) -> str:
