@@ -382,9 +382,6 @@ class RedisBreakerStore(BreakerStore):
         ConfigError: A parameter is outside its domain, naming it.
 
     .. versionadded:: 0.1.0
-    .. versionchanged:: 0.2.0
-       Keys start with the prefix; ``backend_timeout``, ``retry_interval``;
-       batched outcomes and ``sync_interval`` 1 s by default.
     """
 
     __slots__ = (
