@@ -1327,7 +1327,9 @@ class TestCooldown:
         try:
             breaker = CircuitBreaker(
                 "a",
-                store=RedisBreakerStore(client, retry_interval=0.2),
+                store=RedisBreakerStore(
+                    client, retry_interval=0.2, sync_interval=0.05
+                ),
                 bus=bus,
             )
             await breaker._on_success_async(
@@ -1336,7 +1338,7 @@ class TestCooldown:
             redis_server.stop()
             durations = []
             for _ in range(3):
-                await asyncio.sleep(1.05)  # past sync_interval
+                await asyncio.sleep(0.06)  # past sync_interval
                 started = time.monotonic()
                 await breaker._admit_async(None)
                 durations.append(time.monotonic() - started)
