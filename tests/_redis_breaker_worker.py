@@ -50,3 +50,44 @@ def probe(port, name, barrier, queue, hold):
         time.sleep(hold)  # the slow probe: the others arrive meanwhile
         breaker._on_success(permit, hold, None)
         queue.put(("ran", "half_open"))
+
+
+def probe_once(port, name, queue):
+    """Try one probe on a half-open breaker from a separate process."""
+    with redis.Redis(port=port) as client:
+        breaker = _breaker(
+            client,
+            name,
+            failure_threshold=1,
+            recovery_timeout=0.2,
+            success_threshold=5,
+        )
+        try:
+            permit = breaker._admit(None)
+        except CircuitOpenError as exc:
+            queue.put(("rejected", exc.state))
+            return
+        breaker._release(permit)
+        queue.put(("ran", "half_open"))
+
+
+def watch(port, name, sync_interval, ready, queue):
+    """Run successful calls until the breaker rejects; report when."""
+    with redis.Redis(port=port) as client:
+        breaker = CircuitBreaker(
+            name,
+            store=RedisBreakerStore(client, sync_interval=sync_interval),
+            failure_threshold=1,
+            recovery_timeout=30.0,
+        )
+        deadline = time.time() + 30
+        breaker._on_success(breaker._admit(None), 0.0, None)
+        ready.set()
+        while time.time() < deadline:
+            try:
+                permit = breaker._admit(None)
+            except CircuitOpenError:
+                queue.put(time.time())
+                return
+            breaker._on_success(permit, 0.0, None)
+        queue.put(None)

@@ -10,6 +10,7 @@ here (Redis TIME decides), so recovery timeouts are short.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import time
 
@@ -130,7 +131,7 @@ def counted(redis_server, bus):
     with redis.Redis(connection_pool=pool) as client:
 
         def make(**config):
-            store = RedisBreakerStore(client)
+            store = RedisBreakerStore(client, sync_interval=0.1)
             return CircuitBreaker("b", store=store, bus=bus, **config)
 
         yield make
@@ -316,7 +317,7 @@ class TestRules:
             info.value.state,
             info.value.retry_after,
         )
-        assert -1 == admin.ttl("{stormwall:breaker:b}")  # never expires
+        assert -1 == admin.ttl("stormwall:{b}:cb")  # never expires
 
         breaker.disable()
         fail(breaker)  # recorded nowhere
@@ -331,7 +332,7 @@ class TestRules:
             ("disabled", "closed", "reset"),
         ] == changes(events)
         assert CircuitState.CLOSED == breaker.state
-        assert 0 < admin.ttl("{stormwall:breaker:b}")
+        assert 0 < admin.ttl("stormwall:{b}:cb")
 
     def test_sequences_are_the_shared_generation(self, make, events, admin):
         """Each transition's sequence is Redis's generation, increasing."""
@@ -344,7 +345,7 @@ class TestRules:
 
         assert sorted(set(sequences)) == sequences
         assert 3 == len(sequences)
-        assert sequences[-1] == int(admin.hget("{stormwall:breaker:b}", "gen"))
+        assert sequences[-1] == int(admin.hget("stormwall:{b}:cb", "gen"))
 
     def test_outcome_of_a_stale_permit_is_dropped(self, make):
         """A call admitted before a reset cannot count after it."""
@@ -384,8 +385,8 @@ class TestRules:
             first.state,
             second.state,
         )
-        assert {b"{svc:breaker:first}"} == set(admin.keys("*first*"))
-        assert 0 < admin.pttl("{svc:breaker:first}") <= 86_400_000
+        assert {b"svc:{first}:cb"} == set(admin.keys("*first*"))
+        assert 0 < admin.pttl("svc:{first}:cb") <= 86_400_000
 
     def test_statistics(self, make):
         """statistics() reports the shared record in server time."""
@@ -436,9 +437,16 @@ class TestSharing:
 
             assert 1 == a.statistics().consecutive_failures
 
-    def test_open_in_one_process_rejects_in_another(self, redis_server, make):
+    def test_open_in_one_process_rejects_in_another(
+        self, client, redis_server, make
+    ):
         """A breaker tripped by another process rejects calls here."""
-        breaker = make("shared", failure_threshold=1, recovery_timeout=30.0)
+        breaker = make(
+            "shared",
+            store=RedisBreakerStore(client, sync_interval=0.1),
+            failure_threshold=1,
+            recovery_timeout=30.0,
+        )
         succeed(breaker)
         ctx = multiprocessing.get_context("spawn")
         queue = ctx.Queue()
@@ -448,7 +456,7 @@ class TestSharing:
         child.start()
         state = queue.get(timeout=30)
         child.join(30)
-        time.sleep(0.1)  # the default sync_interval, at most
+        time.sleep(0.1)  # sync_interval, at most
 
         with pytest.raises(CircuitOpenError) as info:
             breaker._admit(None)
@@ -549,8 +557,9 @@ class TestSharing:
 class TestRoundTrips:
     """How many commands each decision costs."""
 
-    def test_closed_success_is_one_round_trip(self, counted):
-        """A closed success costs at most one round trip, amortised."""
+    def test_closed_success_costs_no_round_trip(self, counted):
+        """A closed success is batched: no round trip, amortised one per
+        sync_interval (0.1 s here)."""
         breaker = counted(failure_rate_threshold=0.5)
         succeed(breaker)  # connects, loads the script, fetches the view
 
@@ -562,10 +571,9 @@ class TestRoundTrips:
         spent = round_trips(calls)
         elapsed = time.monotonic() - started
 
-        # One EVALSHA per success; an admission fetch only when a whole
-        # sync_interval (0.1 s) passed without a reply.
-        assert spent <= 200 + elapsed / 0.1
-        assert 200 == spent  # the loop takes far less than 0.1 s here
+        # An admission fetch only when a whole sync_interval passed.
+        assert spent <= elapsed / 0.1
+        assert 0 == spent  # the loop takes far less than 0.1 s here
 
     def test_idle_process_fetches_once_per_interval(self, counted):
         """After sync_interval without a reply, admission asks Redis."""
@@ -576,7 +584,8 @@ class TestRoundTrips:
         assert 1 == round_trips(breaker._admit, None)
 
     def test_open_and_half_open_decisions(self, counted):
-        """While open, each admission is one round trip; so is a probe."""
+        """While open, the view rejects (no round trip); a probe's admission
+        and its outcome are one round trip each."""
         breaker = counted(failure_threshold=1, recovery_timeout=0.2)
         fail(breaker)
 
@@ -596,7 +605,7 @@ class TestRoundTrips:
         probe_admit = round_trips(admit)
         probe_outcome = round_trips(breaker._on_success, permit, 0.0, None)
 
-        assert (10, 1, 1) == (open_cost, probe_admit, probe_outcome)
+        assert (0, 1, 1) == (open_cost, probe_admit, probe_outcome)
 
 
 class TestAsync:
@@ -667,22 +676,24 @@ class TestAsync:
         client = redis.asyncio.Redis(
             port=redis_server.port, retry=AsyncRetry(NoBackoff(), 1)
         )
+        store = RedisBreakerStore(
+            client, sync_interval=0.05, retry_interval=0.05
+        )
         try:
-            breaker = CircuitBreaker(
-                "a", store=RedisBreakerStore(client), bus=bus
-            )
+            breaker = CircuitBreaker("a", store=store, bus=bus)
             permit = await breaker._admit_async(None)
             redis_server.stop()
-            await breaker._on_success_async(permit, 0.0, None)
-            permit = await breaker._admit_async(None)
+            await breaker._on_failure_async(permit, BOOM, 0.0, None)
+            permit = await breaker._admit_async(None)  # the fallback's
             await breaker._on_success_async(permit, 0.0, None)
             redis_server.start()
+            await asyncio.sleep(0.06)  # past retry_interval
             permit = await breaker._admit_async(None)
             await breaker._on_success_async(permit, 0.0, None)
         finally:
             await client.aclose()
 
-        assert [("success", "fail_open"), ("admit", "fail_open")] == [
+        assert [("failure", "fail_open"), ("admit", "fail_open")] == [
             (e.operation, e.policy) for e in of_type(events, BackendError)
         ]
 
@@ -703,17 +714,24 @@ class TestOutage:
             breaker._on_failure(permit, BOOM, 0.0, None)
         results.append("ran")
 
-    def test_fail_open_decides_locally(self, redis_server, make, events):
+    def test_fail_open_decides_locally(
+        self, client, redis_server, make, events
+    ):
         """fail_open: a local breaker decides; Redis resumes on restart."""
-        breaker = make(failure_threshold=2, recovery_timeout=30.0)
+        store = RedisBreakerStore(
+            client, sync_interval=0.05, retry_interval=0.05
+        )
+        breaker = make(store=store, failure_threshold=2, recovery_timeout=30)
         results = []
         permit = breaker._admit(None)  # admitted from Redis
         redis_server.stop()
-        breaker._on_success(permit, 0.0, None)  # lost, reported, no raise
+        breaker._on_success(permit, 0.0, None)  # batched: no round trip
+        time.sleep(0.06)  # the view is stale: admissions ask Redis
         for outcome in ("ok", "fail", "fail", "ok"):
             self._run(breaker, results, outcome)
         local = changes(events)
         redis_server.start()
+        time.sleep(0.06)  # past retry_interval: Redis is tried again
         for _ in range(2):
             self._run(breaker, results)
 
@@ -723,7 +741,7 @@ class TestOutage:
         assert [("closed", "open", "failure_threshold")] == local
         assert 0 == of_type(events, BreakerStateChanged)[0].sequence
         errors = of_type(events, BackendError)
-        assert ["success"] + ["admit"] * 4 == [e.operation for e in errors]
+        assert ["admit"] * 4 == [e.operation for e in errors]
         assert {("redis", "fail_open", "b")} == {
             (e.backend, e.policy, e.component) for e in errors
         }
@@ -735,23 +753,28 @@ class TestOutage:
 
     def test_fail_closed_rejects(self, client, redis_server, make, events):
         """fail_closed: calls are rejected while Redis is down."""
-        store = RedisBreakerStore(client, on_backend_error="fail_closed")
+        store = RedisBreakerStore(
+            client,
+            on_backend_error="fail_closed",
+            sync_interval=0.05,
+            retry_interval=0.05,
+        )
         breaker = make(store=store)
         results = []
         self._run(breaker, results)
         redis_server.stop()
-        for _ in range(3):
+        self._run(breaker, results)  # from the fresh view; success batched
+        time.sleep(0.06)
+        for _ in range(2):
             self._run(breaker, results)
         redis_server.start()
+        time.sleep(0.06)
         self._run(breaker, results)
 
-        # The first call after the kill was admitted from the view (less
-        # than sync_interval old); its outcome could not be recorded.
         rejected = "CircuitOpenError"
         assert ["ran", "ran", rejected, rejected, "ran"] == results
         assert 2 == len(of_type(events, BreakerRejected))
         assert [
-            ("success", "fail_closed"),
             ("admit", "fail_closed"),
             ("admit", "fail_closed"),
         ] == [(e.operation, e.policy) for e in of_type(events, BackendError)]
@@ -762,13 +785,13 @@ class TestOutage:
         breaker = make(store=store)
         permit = breaker._admit(None)
         redis_server.stop()
-        breaker._on_success(permit, 0.0, None)  # recording never raises
+        breaker._on_failure(permit, BOOM, 0.0, None)  # never raises
 
         with pytest.raises(BackendUnavailableError) as info:
             breaker._admit(None)
 
         assert isinstance(info.value.__cause__, redis.exceptions.RedisError)
-        assert ["success", "admit"] == [
+        assert ["failure", "admit"] == [
             e.operation for e in of_type(events, BackendError)
         ]
 
@@ -795,11 +818,15 @@ class TestOutage:
 
     def test_restart_reloads_the_script(self, redis_server, make, admin):
         """An emptied server gets the script again; state starts closed."""
-        breaker = make(failure_threshold=1, recovery_timeout=30.0)
+        store = RedisBreakerStore(
+            redis.Redis(port=redis_server.port), sync_interval=0.05
+        )
+        breaker = make(store=store, failure_threshold=1, recovery_timeout=30)
         fail(breaker)
         redis_server.stop()
         redis_server.start()
-        succeed(breaker)  # may fail over once while reconnecting
+        time.sleep(0.06)  # the open view is stale: ask the new server
+        succeed(breaker)
         succeed(breaker)
 
         assert CircuitState.CLOSED == breaker.state
@@ -886,3 +913,575 @@ class TestConfig:
             "<RedisBreakerStore prefix='stormwall' "
             "on_backend_error='fail_open'>"
         ) == repr(store)
+
+
+# -- issue 16: Redis trouble follows the policy -------------------------------
+
+POLICIES = ["fail_open", "fail_closed", "raise"]
+_PW = "test-only"
+
+
+def _decide(breaker):
+    """One admission: "admitted", or the type of what it raised."""
+    try:
+        breaker._admit(None)
+    except (CircuitOpenError, BackendUnavailableError) as exc:
+        return exc
+    return "admitted"
+
+
+def _check_policy(policy, outcome, error_type):
+    """The policy's answer, with the Redis error chained."""
+    if policy == "fail_open":
+        assert "admitted" == outcome
+        return
+    expected = (
+        CircuitOpenError
+        if policy == "fail_closed"
+        else BackendUnavailableError
+    )
+    assert isinstance(outcome, expected)
+    assert isinstance(outcome.__cause__, error_type)
+
+
+class TestErrorReplies:
+    """Defect 1: every error reply of a failing Redis follows the policy."""
+
+    @pytest.mark.parametrize("policy", POLICIES)
+    def test_out_of_memory_follows_policy(
+        self, client, admin, make, events, policy
+    ):
+        """A full Redis (OOM under noeviction) is a backend failure."""
+        breaker = make(
+            store=RedisBreakerStore(client, on_backend_error=policy),
+            failure_threshold=1,
+            recovery_timeout=0.1,
+        )
+        fail(breaker)
+        time.sleep(0.15)  # half-open: admitting a probe writes
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", 1)
+
+        outcome = _decide(breaker)
+
+        admin.config_set("maxmemory", 0)
+        _check_policy(policy, outcome, redis.exceptions.OutOfMemoryError)
+        assert [policy] == [e.policy for e in of_type(events, BackendError)]
+
+    @pytest.mark.parametrize("policy", POLICIES)
+    def test_acl_denial_follows_policy(
+        self, redis_server, admin, bus, events, policy
+    ):
+        """NOPERM (a user without access to the keys) follows the policy."""
+        admin.execute_command(
+            "ACL", "SETUSER", "other", "on", f">{_PW}", "~other:*", "+@all"
+        )
+        with _client(redis_server, username="other", password=_PW) as c:
+            breaker = CircuitBreaker(
+                "b",
+                store=RedisBreakerStore(c, on_backend_error=policy),
+                bus=bus,
+            )
+
+            outcome = _decide(breaker)
+
+        _check_policy(policy, outcome, redis.exceptions.NoPermissionError)
+
+    def test_read_only_replica_fails_open(self, client, admin, make, events):
+        """READONLY (Redis demoted to a replica) is a backend failure."""
+        breaker = make(failure_threshold=1)
+        admin.execute_command("REPLICAOF", "127.0.0.1", "1")
+
+        outcome = _decide(breaker)
+
+        admin.execute_command("REPLICAOF", "NO", "ONE")
+        assert "admitted" == outcome
+        errors = of_type(events, BackendError)
+        assert isinstance(errors[0].error, redis.exceptions.ReadOnlyError)
+
+    def test_master_down_fails_closed(self, client, admin, make):
+        """MASTERDOWN (a stale replica refusing to answer) too."""
+        breaker = make(
+            store=RedisBreakerStore(client, on_backend_error="fail_closed")
+        )
+        admin.config_set("replica-serve-stale-data", "no")
+        admin.execute_command("REPLICAOF", "127.0.0.1", "1")
+
+        outcome = _decide(breaker)
+
+        admin.execute_command("REPLICAOF", "NO", "ONE")
+        assert isinstance(outcome, CircuitOpenError)
+        assert isinstance(outcome.__cause__, redis.exceptions.ResponseError)
+        assert "MASTERDOWN" in repr(outcome.__cause__) or (
+            isinstance(outcome.__cause__, redis.exceptions.MasterDownError)
+        )
+
+    def test_busy_script_fails_open(self, redis_server, client, admin, make):
+        """BUSY (another client's script runs too long) follows the policy."""
+        breaker = make(failure_threshold=1)
+        admin.config_set("busy-reply-threshold", 10)
+        with socket_to(redis_server) as blocker:
+            blocker.sendall(_resp("EVAL", _SPIN.format(us=600_000), "0"))
+            time.sleep(0.05)  # the script is running: Redis answers BUSY
+
+            outcome = _decide(breaker)
+
+        time.sleep(0.6)
+        assert "admitted" == outcome
+
+    @pytest.mark.parametrize(
+        "reply",
+        [
+            "LOADING Redis is loading the dataset in memory",
+            "CLUSTERDOWN The cluster is down",
+            "MASTERDOWN Link with MASTER is down",
+            "BUSY Redis is busy running a script.",
+            "TRYAGAIN Multiple keys request during rehashing of slot",
+            "OOM command not allowed when used memory > 'maxmemory'.",
+            "NOPERM this user has no permissions to run the 'evalsha' command",
+            "READONLY You can't write against a read only replica.",
+            "MISCONF Redis is configured to save RDB snapshots",
+        ],
+    )
+    def test_every_error_reply_is_a_backend_failure(self, reply):
+        """The classifier knows every reply of a failing server."""
+        from redis._parsers.base import BaseParser
+
+        from stormwall.backends import _redis_breaker
+
+        error = BaseParser.parse_error(reply)
+
+        assert _redis_breaker._backend_failure(error)
+
+    def test_a_bug_of_ours_still_raises(self):
+        """A script error (a bug here) is not hidden behind the policy."""
+        from redis._parsers.base import BaseParser
+
+        from stormwall.backends import _redis_breaker
+
+        error = BaseParser.parse_error(
+            "ERR user_script:1: Script attempted to access nonexistent"
+        )
+
+        assert not _redis_breaker._backend_failure(error)
+
+
+def socket_to(server):
+    import socket
+
+    return socket.create_connection((server.host, server.port), timeout=5)
+
+
+def _resp(*args):
+    """A command in the Redis protocol."""
+    out = [f"*{len(args)}\r\n".encode()]
+    for arg in args:
+        data = str(arg).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+# Keeps the server busy for ``us`` microseconds (scripts block everyone).
+_SPIN = (
+    "local s = redis.call('TIME') local n = 0 repeat "
+    "local x = redis.call('TIME') "
+    "n = (x[1] - s[1]) * 1000000 + (x[2] - s[2]) until n > {us} return n"
+)
+
+
+class TestCancelledProbe:
+    """Defect 2: a cancelled half-open admit frees the slot it took."""
+
+    @pytest.mark.asyncio
+    async def test_cancelled_admit_frees_probe_slot(self, redis_server, admin):
+        """Cancelled while Redis grants the slot: the slot comes back, and
+        another process may probe at once (no probe_timeout wait)."""
+        client = redis.asyncio.Redis(port=redis_server.port)
+        try:
+            breaker = CircuitBreaker(
+                "p",
+                store=RedisBreakerStore(client),
+                failure_threshold=1,
+                recovery_timeout=0.2,
+                success_threshold=5,
+            )
+            permit = await breaker._admit_async(None)
+            await breaker._on_failure_async(permit, BOOM, 0.0, None)
+            await asyncio.sleep(0.25)  # half-open from now on
+            with socket_to(redis_server) as blocker:
+                # Redis is slow: the admit waits for its reply.
+                blocker.sendall(_resp("EVAL", _SPIN.format(us=60_000), "0"))
+                await asyncio.sleep(0.01)
+                task = asyncio.ensure_future(breaker._admit_async(None))
+                await asyncio.sleep(0.02)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                await asyncio.sleep(0.1)  # the spin is over
+        finally:
+            await client.aclose()
+
+        ctx = multiprocessing.get_context("spawn")
+        queue = ctx.Queue()
+        child = ctx.Process(
+            target=worker.probe_once, args=(redis_server.port, "p", queue)
+        )
+        child.start()
+        result = queue.get(timeout=30)
+        child.join(30)
+
+        assert ("ran", "half_open") == result
+        assert 0 == _probes_in_flight(admin, "p")
+
+    @pytest.mark.asyncio
+    async def test_cancelled_probe_outcome_frees_slot(
+        self, redis_server, admin
+    ):
+        """A probe cancelled while its outcome is on the way frees its
+        slot too."""
+        client = redis.asyncio.Redis(port=redis_server.port)
+        try:
+            breaker = CircuitBreaker(
+                "q",
+                store=RedisBreakerStore(client),
+                failure_threshold=1,
+                recovery_timeout=0.2,
+                success_threshold=5,
+            )
+            permit = await breaker._admit_async(None)
+            await breaker._on_failure_async(permit, BOOM, 0.0, None)
+            await asyncio.sleep(0.25)
+            permit = await breaker._admit_async(None)  # a probe slot
+            with socket_to(redis_server) as blocker:
+                blocker.sendall(_resp("EVAL", _SPIN.format(us=60_000), "0"))
+                await asyncio.sleep(0.01)
+                task = asyncio.ensure_future(
+                    breaker._on_success_async(permit, 0.0, None)
+                )
+                await asyncio.sleep(0.02)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                await asyncio.sleep(0.1)
+        finally:
+            await client.aclose()
+
+        assert 0 == _probes_in_flight(admin, "q")
+
+
+def _probes_in_flight(admin, name):
+    """half_open_in_flight as a fresh process reads it from Redis."""
+    store = RedisBreakerStore(admin)
+    return CircuitBreaker(name, store=store).statistics().half_open_in_flight
+
+
+class TestKeys:
+    """Defect 3: keys start with the prefix; the hash tag follows."""
+
+    def test_scan_by_prefix_finds_every_key(self, client, admin, make):
+        """SCAN MATCH prefix:* returns every key the breaker wrote."""
+        store = RedisBreakerStore(client, prefix="myapp")
+        breaker = make(
+            "api",
+            store=store,
+            failure_threshold=1,
+            recovery_timeout=0.1,
+            failure_rate_threshold=0.5,
+        )
+        fail(breaker)
+        time.sleep(0.15)
+        breaker._admit(None)  # a probe in flight
+
+        everything = set(admin.keys("*"))
+
+        assert everything
+        assert everything == set(admin.scan_iter(match="myapp:*"))
+        assert all(k.startswith(b"myapp:{api}:") for k in everything)
+
+    def test_acl_scoped_to_the_prefix_works(self, redis_server, admin, bus):
+        """A user limited to ~myapp:* (and the commands the docs list)
+        runs the shared breaker."""
+        admin.execute_command(
+            "ACL",
+            "SETUSER",
+            "app",
+            "on",
+            f">{_PW}",
+            "~myapp:*",
+            *_ACL_COMMANDS,
+        )
+        with _client(redis_server, username="app", password=_PW) as c:
+            breaker = CircuitBreaker(
+                "api",
+                store=RedisBreakerStore(
+                    c, prefix="myapp", on_backend_error="raise"
+                ),
+                failure_threshold=1,
+                failure_rate_threshold=0.5,
+                bus=bus,
+            )
+            succeed(breaker)
+            fail(breaker)
+
+            assert CircuitState.OPEN == breaker.state
+
+
+# The least-privilege command list docs/scaling.md gives for the breaker.
+_ACL_COMMANDS = (
+    "resetchannels",
+    "-@all",
+    "+evalsha",
+    "+script|load",
+    "+time",
+    "+hmget",
+    "+hget",
+    "+hset",
+    "+hgetall",
+    "+hdel",
+    "+hexists",
+    "+hincrby",
+    "+del",
+    "+getrange",
+    "+setrange",
+    "+pexpire",
+    "+persist",
+)
+
+
+class TestCooldown:
+    """Defect 4: bounded decisions, one re-probe per retry_interval."""
+
+    def test_killed_server_decisions_are_bounded(self, redis_server, bus):
+        """With redis-py's default client options, each decision returns
+        within backend_timeout (plus a margin), and recovery needs no
+        restart."""
+        events = []
+        bus.subscribe(events.append, BackendError)
+        with redis.Redis(port=redis_server.port) as default_client:
+            breaker = CircuitBreaker(
+                "b",
+                store=RedisBreakerStore(
+                    default_client,
+                    backend_timeout=0.1,
+                    retry_interval=0.2,
+                    sync_interval=0.05,
+                ),
+                bus=bus,
+            )
+            succeed(breaker)
+            redis_server.stop()
+            durations = []
+            for _ in range(5):
+                time.sleep(0.06)
+                started = time.monotonic()
+                succeed(breaker)
+                durations.append(time.monotonic() - started)
+            redis_server.start()
+            time.sleep(0.25)  # past retry_interval: Redis is probed again
+            succeed(breaker)
+            stats = breaker.statistics()
+
+        assert max(durations) < 0.5  # the default client would take seconds
+        assert 5 == len(events)
+        assert CircuitState.CLOSED == stats.state
+
+    def test_slow_server_is_probed_once_per_interval(self, bus):
+        """A server that accepts and never answers: each decision waits
+        backend_timeout at most, and only one per retry_interval tries."""
+        import socket
+
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        listener.settimeout(0.01)
+        port = listener.getsockname()[1]
+        accepted = []
+        with redis.Redis(port=port) as silent:
+            breaker = CircuitBreaker(
+                "b",
+                store=RedisBreakerStore(
+                    silent, backend_timeout=0.05, retry_interval=10.0
+                ),
+                bus=bus,
+            )
+            durations = []
+            for _ in range(20):
+                started = time.monotonic()
+                _decide(breaker)
+                durations.append(time.monotonic() - started)
+                with contextlib.suppress(TimeoutError):
+                    accepted.append(listener.accept()[0])
+        for conn in accepted:
+            conn.close()
+        listener.close()
+
+        assert max(durations) < 0.5
+        assert 1 == len(accepted)
+
+    @pytest.mark.asyncio
+    async def test_async_killed_server_decisions_are_bounded(
+        self, redis_server, bus
+    ):
+        """The asyncio client: the same bound, whatever its retries."""
+        client = redis.asyncio.Redis(port=redis_server.port)
+        try:
+            breaker = CircuitBreaker(
+                "a",
+                store=RedisBreakerStore(
+                    client, retry_interval=0.2, sync_interval=0.05
+                ),
+                bus=bus,
+            )
+            await breaker._on_success_async(
+                await breaker._admit_async(None), 0.0, None
+            )
+            redis_server.stop()
+            durations = []
+            for _ in range(3):
+                await asyncio.sleep(0.06)  # past sync_interval
+                started = time.monotonic()
+                await breaker._admit_async(None)
+                durations.append(time.monotonic() - started)
+        finally:
+            await client.aclose()
+
+        assert max(durations) < 0.5
+
+
+class TestFailClosedMessage:
+    """Defect 6: a fail_closed rejection names the backend, not a quota."""
+
+    def test_rejection_says_backend_unavailable(self, redis_server, make):
+        """The CircuitOpenError says Redis is unavailable, cause chained."""
+        breaker = make(
+            store=RedisBreakerStore(
+                _client(redis_server), on_backend_error="fail_closed"
+            )
+        )
+        redis_server.stop()
+
+        with pytest.raises(CircuitOpenError) as info:
+            breaker._admit(None)
+
+        assert "unavailable" in str(info.value)
+        assert "redis" in str(info.value)
+        assert isinstance(
+            info.value.__cause__, redis.exceptions.ConnectionError
+        )
+
+
+class TestDurationBounds:
+    """Defect 7: absurd durations are refused at construction."""
+
+    @pytest.mark.parametrize(
+        ("config", "parameter"),
+        [
+            pytest.param(
+                {"recovery_timeout": 1e300}, "recovery_timeout", id="recovery"
+            ),
+            pytest.param(
+                {"max_recovery_timeout": 1e300},
+                "max_recovery_timeout",
+                id="max-recovery",
+            ),
+            pytest.param(
+                {"window_duration": 1e300, "failure_rate_threshold": 0.5},
+                "window_duration",
+                id="window",
+            ),
+            pytest.param(
+                {
+                    "slow_call_duration": 1e300,
+                    "slow_call_rate_threshold": 0.5,
+                },
+                "slow_call_duration",
+                id="slow",
+            ),
+        ],
+    )
+    def test_breaker_durations_bounded(self, client, config, parameter):
+        """The breaker's durations the script receives are bounded."""
+        with pytest.raises(ConfigError) as info:
+            CircuitBreaker(store=RedisBreakerStore(client), **config)
+
+        assert parameter == info.value.parameter
+
+    @pytest.mark.parametrize(
+        "parameter",
+        ["ttl", "probe_timeout", "sync_interval"],
+    )
+    def test_store_durations_bounded(self, client, parameter):
+        """The store's durations are bounded too."""
+        with pytest.raises(ConfigError) as info:
+            RedisBreakerStore(client, **{parameter: 1e300})
+
+        assert parameter == info.value.parameter
+
+
+class TestBatching:
+    """A closed breaker's success path makes no round trip."""
+
+    @pytest.mark.parametrize(
+        ("config", "timed"),
+        [
+            pytest.param({}, False, id="no-slow-rule"),
+            pytest.param({"slow_call_duration": 1.0}, True, id="slow-rule"),
+        ],
+    )
+    def test_durations_measured_only_when_read(self, client, config, timed):
+        """The executors time calls only for a slow-call rule."""
+        breaker = CircuitBreaker(store=RedisBreakerStore(client), **config)
+
+        assert timed is breaker._timed
+
+    def test_batch_reaches_redis_at_the_next_sync(self, redis_server, bus):
+        """The batched successes land in the shared window."""
+        with _client(redis_server) as c:
+            store = RedisBreakerStore(c, sync_interval=0.05)
+            breaker = CircuitBreaker(
+                "b",
+                store=store,
+                failure_threshold=None,
+                failure_rate_threshold=0.5,
+                bus=bus,
+            )
+            for _ in range(30):
+                succeed(breaker)
+            time.sleep(0.06)
+            succeed(breaker)  # this admission syncs
+            stats = breaker.statistics()
+
+        assert 31 == stats.calls_in_window
+
+    def test_failure_is_sent_at_once(self, counted):
+        """A failure (which may trip the breaker) costs one round trip,
+        carrying the successes batched before it."""
+        breaker = counted(failure_threshold=3)
+        succeed(breaker)
+
+        assert 1 == round_trips(fail, breaker)
+
+    def test_trip_propagates_within_sync_interval(self, redis_server, make):
+        """Another process running successes sees a trip here within its
+        sync_interval (plus the time to notice)."""
+        breaker = make("shared", failure_threshold=1, recovery_timeout=30.0)
+        succeed(breaker)
+        ctx = multiprocessing.get_context("spawn")
+        queue = ctx.Queue()
+        ready = ctx.Event()
+        child = ctx.Process(
+            target=worker.watch,
+            args=(redis_server.port, "shared", 0.2, ready, queue),
+        )
+        child.start()
+        assert ready.wait(30)
+        time.sleep(0.05)
+        tripped = time.time()
+        fail(breaker)
+        seen = queue.get(timeout=30)
+        child.join(30)
+
+        # Within sync_interval, plus one round trip and the scheduling of
+        # two busy processes on a loaded test machine.
+        assert seen is not None
+        assert seen - tripped < 0.2 + 0.25

@@ -161,3 +161,57 @@ class TestAsyncExecutorOverRedis:
             ("open", "half_open"),
             ("half_open", "closed"),
         ] == [(e.from_state, e.to_state) for e in seen]
+
+    @pytest.mark.asyncio
+    async def test_cancelled_call_in_half_open_admit_frees_probe(
+        self, redis_server
+    ):
+        """A call cancelled while its half-open admission is in flight
+        leaves no probe slot taken: the next call is the probe."""
+        import socket
+
+        client = redis.asyncio.Redis.from_url(redis_server.url)
+        breaker = CircuitBreaker(
+            "probe",
+            failure_threshold=1,
+            recovery_timeout=0.05,
+            store=RedisBreakerStore(client),
+        )
+        ex = AsyncResilientExecutor("svc", circuit_breaker=breaker)
+
+        async def down():
+            raise Down
+
+        async def ok():
+            return "ok"
+
+        spin = (
+            "local s = redis.call('TIME') local n = 0 repeat "
+            "local x = redis.call('TIME') "
+            "n = (x[1] - s[1]) * 1000000 + (x[2] - s[2]) until n > 60000"
+        )
+        command = (
+            f"*3\r\n$4\r\nEVAL\r\n${len(spin)}\r\n{spin}\r\n$1\r\n0\r\n"
+        ).encode()
+        try:
+            with pytest.raises(Down):
+                await ex.run("k", down)
+            await asyncio.sleep(0.07)  # half-open
+            with socket.create_connection(
+                (redis_server.host, redis_server.port), timeout=5
+            ) as blocker:
+                blocker.sendall(command)  # Redis is busy for 60 ms
+                await asyncio.sleep(0.01)
+                task = asyncio.ensure_future(ex.run("k", ok))
+                await asyncio.sleep(0.02)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                await asyncio.sleep(0.1)
+            result = await ex.run("k", ok)  # the probe: admitted
+            stats = await breaker.statistics_async()
+        finally:
+            await client.aclose()
+
+        assert "ok" == result
+        assert (0, "closed") == (stats.half_open_in_flight, stats.state)

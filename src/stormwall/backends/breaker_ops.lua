@@ -4,46 +4,55 @@
 -- table and rules); keep the two in step. Time is the Redis server's
 -- (TIME, in microseconds), so hosts whose clocks disagree still agree here.
 --
--- KEYS[1]  the breaker's hash: st gen oa op cf hf hs rj hx wc wf ws wp
+-- KEYS[1]  the breaker's hash: st gen oa op cf hs rj wc wf ws wp
 --          (state, generation, opened_at us, open_period us, consecutive
---          failures, half-open in flight, half-open successes, rejected,
---          probe-slot lease end us, window calls/failures/slow, window
---          position: ring slot for a count window, newest bucket index for
---          a time window, -1 when empty)
+--          failures, half-open successes, rejected, window
+--          calls/failures/slow, window position: ring slot for a count
+--          window, newest bucket index for a time window, -1 when empty)
 -- KEYS[2]  the window: a string ring of one byte per call (count window:
 --          bit 1 failed, bit 2 slow) or a hash of buckets c<i> f<i> s<i>
 --          (time window, i = bucket index mod buckets)
--- ARGV     op permit duration_s, then the configuration (see
---          _redis_breaker._config_args)
+-- KEYS[3]  the probe slots: token -> lease end us (a probe in flight), or
+--          token -> -(expiry us) (a tombstone: the token was given up, so
+--          an admit carrying it that arrives late takes nothing)
+-- ARGV     op permit duration_s token, the batch (generation, successes,
+--          slow successes, local rejections), the configuration (see
+--          _redis_breaker._config_args), then tokens to give up
 --
 -- Reply: {state, generation, permit or -1, from_state or "", reason or "",
 --         retry_after us or -1 (unknown), opened_at us, open_period us,
 --         consecutive failures, half-open in flight, half-open successes,
 --         rejected, window calls, window failures, window slow calls}
 
-local H, W = KEYS[1], KEYS[2]
+local H, W, P = KEYS[1], KEYS[2], KEYS[3]
 local op = ARGV[1]
 local permit = tonumber(ARGV[2])
 local duration = tonumber(ARGV[3])
-local fail_threshold = tonumber(ARGV[4]) -- 0: rule off
-local recovery = tonumber(ARGV[5]) -- us
-local max_recovery = tonumber(ARGV[6]) -- us, 0: no growth
-local probe_max = tonumber(ARGV[7])
-local success_threshold = tonumber(ARGV[8])
-local failure_rate = tonumber(ARGV[9]) -- -1: rule off
-local slow_rate = tonumber(ARGV[10]) -- -1: rule off
-local slow_limit = tonumber(ARGV[11]) -- seconds, -1: no call is slow
-local window_kind = ARGV[12] -- "none", "count" or "time"
-local window_size = tonumber(ARGV[13]) -- ring size, or number of buckets
-local width = tonumber(ARGV[14]) -- time bucket width, us
-local min_calls = tonumber(ARGV[15])
-local ttl = tonumber(ARGV[16]) -- ms
-local lease = tonumber(ARGV[17]) -- us a probe slot stays taken at most
+local token = ARGV[4] -- '' for none
+local batch_gen = tonumber(ARGV[5])
+local batch_ok = tonumber(ARGV[6])
+local batch_slow = tonumber(ARGV[7]) -- of batch_ok
+local batch_rejected = tonumber(ARGV[8])
+local fail_threshold = tonumber(ARGV[9]) -- 0: rule off
+local recovery = tonumber(ARGV[10]) -- us
+local max_recovery = tonumber(ARGV[11]) -- us, 0: no growth
+local probe_max = tonumber(ARGV[12])
+local success_threshold = tonumber(ARGV[13])
+local failure_rate = tonumber(ARGV[14]) -- -1: rule off
+local slow_rate = tonumber(ARGV[15]) -- -1: rule off
+local slow_limit = tonumber(ARGV[16]) -- seconds, -1: no call is slow
+local window_kind = ARGV[17] -- "none", "count" or "time"
+local window_size = tonumber(ARGV[18]) -- ring size, or number of buckets
+local width = tonumber(ARGV[19]) -- time bucket width, us
+local min_calls = tonumber(ARGV[20])
+local ttl = tonumber(ARGV[21]) -- ms
+local lease = tonumber(ARGV[22]) -- us a probe slot stays taken at most
+local ORPHANS = 23 -- ARGV[23..]: tokens of round trips given up
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 
-local FIELDS = {'st', 'gen', 'oa', 'op', 'cf', 'hf', 'hs', 'rj', 'hx',
+local FIELDS = {'st', 'gen', 'oa', 'op', 'cf', 'hs', 'rj',
                 'wc', 'wf', 'ws', 'wp'}
 local r = {}
 local dirty = false
@@ -64,6 +73,48 @@ else
 end
 
 local from_state, reason = '', ''
+
+-- Probe slots ---------------------------------------------------------------
+
+-- Live probes, counted once per run (expired leases and tombstones are
+-- dropped on the way: a lease nobody reported on is a process that died).
+local probes = nil
+local function held()
+  if probes == nil then
+    probes = 0
+    local all = redis.call('HGETALL', P)
+    for i = 1, #all, 2 do
+      local v = tonumber(all[i + 1])
+      if (v > 0 and v <= now) or (v < 0 and -v <= now) then
+        redis.call('HDEL', P, all[i])
+      elseif v > 0 then
+        probes = probes + 1
+      end
+    end
+  end
+  return probes
+end
+
+-- Give ``tok`` up: free its slot if it holds one, and leave a tombstone so
+-- that an admit carrying it, still on its way, takes nothing. Idempotent.
+local function give_up(tok)
+  if tok == '' then return end
+  local v = tonumber(redis.call('HGET', P, tok))
+  if v and v > 0 and v > now then probes = held() - 1 end
+  if not v or v > 0 then
+    redis.call('HSET', P, tok, string.format('%.17g', -(now + lease)))
+    dirty = true
+  end
+end
+
+-- Forget every probe (a transition): tombstones stay.
+local function drop_probes()
+  local all = redis.call('HGETALL', P)
+  for i = 1, #all, 2 do
+    if tonumber(all[i + 1]) > 0 then redis.call('HDEL', P, all[i]) end
+  end
+  probes = 0
+end
 
 -- The window --------------------------------------------------------------
 
@@ -134,7 +185,8 @@ local function move(trigger, to)
   from_state, reason = r.st, trigger
   r.st = to
   r.gen = r.gen + 1
-  r.hf, r.hs = 0, 0
+  r.hs = 0
+  drop_probes()
   if to == 'open' then
     r.oa = now
     if trigger == 'probe_failed' and max_recovery > 0 then
@@ -177,10 +229,38 @@ end
 local function retry_after()
   if r.st == 'open' then return math.max(0, r.oa + r.op - now) end
   if r.st == 'forced_open' then return -1 end
-  if r.st == 'half_open' and r.hf >= probe_max and now < r.hx then
-    return -1
-  end
+  if r.st == 'half_open' and held() >= probe_max then return -1 end
   return 0
+end
+
+-- The batch: a closed breaker's outcomes that could trip nothing, counted
+-- in a process and sent with its next round trip.
+local function apply_batch()
+  if batch_rejected > 0 then
+    r.rj = r.rj + batch_rejected
+    dirty = true
+  end
+  if batch_ok <= 0 or batch_gen ~= r.gen or r.st ~= 'closed' then return end
+  r.cf = 0
+  dirty = true
+  if window_kind == 'none' then return end
+  -- Only the last window_size calls of a count window can matter.
+  local n, slow_n = batch_ok, batch_slow
+  if window_kind == 'count' and n > window_size then
+    local skip = n - window_size
+    slow_n = math.max(0, slow_n - skip)
+    n = window_size
+  end
+  if window_kind == 'count' then
+    for i = 1, n do record(false, i <= slow_n) end
+  else
+    local slot = roll()
+    redis.call('HINCRBY', W, 'c' .. slot, n)
+    if slow_n > 0 then redis.call('HINCRBY', W, 's' .. slot, slow_n) end
+    r.wc = r.wc + n
+    r.ws = r.ws + slow_n
+  end
+  check_rates()
 end
 
 -- The operation ------------------------------------------------------------
@@ -188,27 +268,32 @@ end
 local granted = -1
 local slow = slow_limit >= 0 and duration >= slow_limit
 
+for i = ORPHANS, #ARGV do give_up(ARGV[i]) end
+apply_batch()
+
 if op == 'admit' then
   if r.st == 'closed' or r.st == 'disabled' then
     granted = r.gen
   else
     poll()
     if r.st == 'half_open' then
-      if r.hf >= probe_max and now >= r.hx then
-        -- Nobody reported a probe within the lease: its process died.
-        r.hf = 0
-      end
-      if r.hf < probe_max then
-        r.hf = r.hf + 1
-        r.hx = now + lease
+      local late = token ~= '' and redis.call('HEXISTS', P, token) == 1
+      if late then
+        -- Given up before it arrived: nobody waits for this answer.
+        granted = -2
+      elseif held() < probe_max then
+        redis.call('HSET', P, token, string.format('%.17g', now + lease))
+        probes = probes + 1
         granted = r.gen
       end
     end
-    if granted < 0 then r.rj = r.rj + 1 end
+    if granted == -1 then r.rj = r.rj + 1 end
+    if granted == -2 then granted = -1 end
     dirty = true
   end
 elseif op == 'success' then
   local state = current()
+  give_up(token)
   if state == 'closed' then
     r.cf = 0
     if window_kind ~= 'none' then
@@ -216,7 +301,6 @@ elseif op == 'success' then
       check_rates()
     end
   elseif state == 'half_open' then
-    r.hf = math.max(r.hf - 1, 0)
     if slow and slow_rate >= 0 then
       move('probe_failed', 'open')
     else
@@ -227,6 +311,7 @@ elseif op == 'success' then
   dirty = true
 elseif op == 'failure' then
   local state = current()
+  give_up(token)
   if state == 'half_open' then
     move('probe_failed', 'open')
   elseif state == 'closed' then
@@ -240,10 +325,7 @@ elseif op == 'failure' then
   end
   dirty = true
 elseif op == 'release' then
-  if current() == 'half_open' then
-    r.hf = math.max(r.hf - 1, 0)
-    dirty = true
-  end
+  give_up(token)
 elseif op == 'force_open' then
   if r.st ~= 'forced_open' then move('forced_open', 'forced_open') end
 elseif op == 'disable' then
@@ -283,7 +365,10 @@ if dirty then
     redis.call('PEXPIRE', H, ttl)
     redis.call('PEXPIRE', W, ttl)
   end
+  redis.call('PEXPIRE', P, ttl)
 end
 
+local in_flight = 0
+if r.st == 'half_open' then in_flight = held() end
 return {r.st, r.gen, granted, from_state, reason, retry_after(),
-        r.oa, r.op, r.cf, r.hf, r.hs, r.rj, r.wc, r.wf, r.ws}
+        r.oa, r.op, r.cf, in_flight, r.hs, r.rj, r.wc, r.wf, r.ws}
