@@ -374,11 +374,13 @@ _LEVEL_NAMES: Final = {
 }
 
 # What may follow "event name:" in ``levels``: the outcomes or the states
-# entered, as `qualifier` reads them from the event.
+# entered, as `qualifier` reads them from the event ("cooldown" for a backend
+# decision taken without asking the backend).
 QUALIFIERS: Final[Mapping[str, tuple[str, ...]]] = {
     "stormwall.call.ended": CALL_OUTCOMES,
     "stormwall.attempt.ended": ATTEMPT_OUTCOMES,
     "stormwall.circuit_breaker.state_changed": BREAKER_STATES,
+    "stormwall.backend.error": ("cooldown",),
 }
 
 
