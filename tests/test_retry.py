@@ -318,6 +318,16 @@ class TestBackoffTable:
         )
 
 
+class TestHugeAttempt:
+    @pytest.mark.parametrize("jitter", [None, "decorrelated"])
+    def test_attempt_past_float_range_is_capped(self, jitter):
+        """delay(10**400) is max_delay, not an OverflowError."""
+        policy = RetryPolicy(jitter=jitter, rng=Fixed(0.999999))
+
+        assert 0 < policy.delay(10**400) <= 10.0
+        assert 10.0 == RetryPolicy(jitter=None).delay(10**400)
+
+
 class TestDecorrelatedHistory:
     def test_first_retry_uses_base_as_previous(self):
         """Before any retry, "previous" is base_delay."""
@@ -525,6 +535,8 @@ class TestRetryAfter:
             pytest.param(120.0, 10.0, id="clamped-to-max"),
             pytest.param(math.inf, 10.0, id="inf-clamped"),
             pytest.param(-5.0, 0.0, id="negative-clamped"),
+            pytest.param(10**400, 10.0, id="int-past-float-clamped"),
+            pytest.param(-(10**400), 0.0, id="negative-int-past-float"),
         ],
     )
     def test_hint_is_the_delay(self, hint, expected):

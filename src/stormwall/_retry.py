@@ -400,6 +400,10 @@ class RetryPolicy:
                 f"timedelta) or None, got {type(value).__name__}"
             )
             raise TypeError(msg)
+        if isinstance(value, int):
+            # Clamped exactly, before float(): an int past float range
+            # (10**400) would raise OverflowError there.
+            return float(min(max(value, 0), self.max_delay))
         if math.isnan(value):
             return None
         return _backoff.clamp(float(value), self.max_delay)
