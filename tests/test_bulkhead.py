@@ -5,6 +5,7 @@ Tests of the bulkhead: cap, FIFO hand-off, max_wait, cancellation, events.
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 
@@ -294,3 +295,74 @@ class TestBulkhead:
 
         assert (4, None) == (bulkhead.max_concurrent, bulkhead.max_wait)
         assert "Bulkhead(4, max_wait=None, name='x')" == repr(bulkhead)
+
+
+class TestEndlessMaxWait:
+    """max_wait=math.inf (or past threading.TIMEOUT_MAX) waits for a slot."""
+
+    @pytest.mark.parametrize(
+        "max_wait",
+        [math.inf, threading.TIMEOUT_MAX * 2],
+        ids=["inf", "twice-timeout-max"],
+    )
+    def test_sync_waiter_gets_the_slot(self, max_wait):
+        """A thread queued with an endless max_wait enters on release."""
+        bulkhead = Bulkhead(1, max_wait=max_wait)
+        bulkhead.try_acquire()
+        entered = []
+
+        def enter():
+            with bulkhead:
+                entered.append(True)
+
+        t = threading.Thread(target=enter, daemon=True)
+        t.start()
+        wait_until(
+            lambda: bulkhead.statistics().waiting == 1 or not t.is_alive()
+        )
+        bulkhead.release()
+        t.join(5)
+
+        assert [True] == entered
+        assert 0 == bulkhead.statistics().in_flight
+
+    def test_mock_clock_autojump_does_not_jump_to_infinity(self):
+        """Under an autojump MockClock an infinite max_wait waits for the
+        release instead of moving time to inf and refusing."""
+        clock = MockClock(start=100.0)
+        bulkhead = Bulkhead(1, max_wait=math.inf, clock=clock)
+        bulkhead.try_acquire()
+        entered = []
+
+        def enter():
+            with bulkhead:
+                entered.append(clock.now())
+
+        t = threading.Thread(target=enter, daemon=True)
+        t.start()
+        wait_until(
+            lambda: bulkhead.statistics().waiting == 1 or not t.is_alive()
+        )
+        bulkhead.release()
+        t.join(5)
+
+        assert [100.0] == entered
+        assert 0 == bulkhead.statistics().rejected
+
+    @pytest.mark.asyncio
+    async def test_async_waiter_gets_the_slot(self):
+        """The async twin under an autojump MockClock."""
+        clock = MockClock(start=100.0)
+        bulkhead = Bulkhead(1, max_wait=math.inf, clock=clock)
+        bulkhead.try_acquire()
+
+        async def enter():
+            async with bulkhead:
+                return clock.now()
+
+        task = asyncio.create_task(enter())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        bulkhead.release()
+
+        assert 100.0 == await asyncio.wait_for(task, 5)
