@@ -350,6 +350,55 @@ class TestMockClockValidation:
         with pytest.raises(ConfigError, match="backwards"):
             MockClock(start=5).jump_to(4)
 
+    @pytest.mark.parametrize(
+        "when",
+        [math.nan, math.inf, -math.inf, "7", None, True, 10**400],
+        ids=["nan", "inf", "-inf", "str", "none", "bool", "huge-int"],
+    )
+    def test_jump_to_refuses_what_is_not_a_finite_time(self, when):
+        """jump_to(nan) used to fire every timer: a time that is not a
+        finite number is a ConfigError naming ``when``; nothing fires."""
+        clock = MockClock(start=1)
+        fired = []
+        call_at(clock, 2.0, lambda: fired.append(2.0))
+
+        with pytest.raises(ConfigError) as info:
+            clock.jump_to(when)
+
+        assert "when" == info.value.parameter
+        assert [] == fired
+        assert 1.0 == clock.now()
+
+    @pytest.mark.parametrize(
+        "seconds",
+        [math.nan, math.inf, "1", None, True, 10**400],
+        ids=["nan", "inf", "str", "none", "bool", "huge-int"],
+    )
+    def test_advance_refuses_what_is_not_a_finite_duration(self, seconds):
+        """advance and advance_async refuse the same values, naming
+        ``seconds``; nothing fires."""
+        clock = MockClock(start=1)
+        fired = []
+        call_at(clock, 2.0, lambda: fired.append(2.0))
+
+        with pytest.raises(ConfigError) as sync_info:
+            clock.advance(seconds)
+        with pytest.raises(ConfigError) as async_info:
+            asyncio.run(clock.advance_async(seconds))
+
+        assert "seconds" == sync_info.value.parameter
+        assert "seconds" == async_info.value.parameter
+        assert [] == fired
+        assert 1.0 == clock.now()
+
+    def test_jump_to_accepts_an_int(self):
+        """jump_to takes an int as well as a float."""
+        clock = MockClock(start=1)
+
+        clock.jump_to(3)
+
+        assert 3.0 == clock.now()
+
     def test_jump_to(self):
         """jump_to moves to an absolute time."""
         clock = MockClock(start=1)

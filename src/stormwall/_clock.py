@@ -192,7 +192,8 @@ class MockClock:
         next one is woken.
 
         Raises:
-            ConfigError: ``seconds`` is negative: time can't go backwards.
+            ConfigError: ``seconds`` is negative (time can't go backwards),
+                NaN, infinite or not a number.
         """
         seconds = _validate.non_negative(
             "seconds", seconds, finite=True, seconds=True
@@ -232,7 +233,14 @@ class MockClock:
         return timers[0].deadline if timers else None
 
     def jump_to(self, when: float) -> None:
-        """Advance to the absolute virtual time ``when`` (not backwards)."""
+        """
+        Advance to the absolute virtual time ``when`` (not backwards).
+
+        Raises:
+            ConfigError: ``when`` is not a finite number, or is before `now`.
+        """
+        # NaN compares false with every deadline, so it would fire them all.
+        when = _validate.non_negative("when", when)
         if when < self._now:
             raise ConfigError(
                 "when", f"time can't go backwards ({when} < {self._now})"
