@@ -87,7 +87,8 @@ class Bulkhead(Component):
         max_concurrent: The cap on calls in flight.
         max_wait: How long a caller may queue for a slot, in seconds, before
             `BulkheadFullError`; ``0`` (the default) refuses at once, ``None``
-            waits as long as needed. Waiters are served in arrival order.
+            (or ``math.inf``) waits as long as needed. Waiters are served
+            in arrival order.
         name: Used in events, errors and metrics (default ``"bulkhead"``).
         clock: The clock (default: the executor's, else real time).
         bus: Where to report events (default: the executor's, else
