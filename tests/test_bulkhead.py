@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from _bad_inputs_limiters import BAD_INPUTS
 from stormwall import (
+    AsyncResilientExecutor,
     Bulkhead,
     BulkheadFullError,
     BulkheadStatistics,
@@ -493,6 +494,33 @@ class TestStatisticsAfterCancelledHandOff:
 
         stats = bulkhead.statistics()
         assert (2, 2, 0) == (stats.acquired, stats.released, stats.in_flight)
+        _balanced(bulkhead, events)
+
+    @pytest.mark.asyncio
+    async def test_executor_call_cancelled_after_hand_off(self):
+        """Through AsyncResilientExecutor (events on the executor's bus):
+        the counts and the events balance after the cancelled call."""
+        clock = MockClock(start=100.0, autojump=False)
+        bus = EventBus()
+        events = []
+        bus.subscribe(events.append)
+        bulkhead = Bulkhead(1, max_wait=None, clock=clock)
+        executor = AsyncResilientExecutor(bulkhead=bulkhead, bus=bus)
+        bulkhead.try_acquire()
+
+        async def service():
+            pytest.fail("the cancelled call must not run")
+
+        task = asyncio.create_task(executor.run("k", service))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert 1 == bulkhead.statistics().waiting
+        bulkhead.release()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+        assert 0 == bulkhead.statistics().in_flight
         _balanced(bulkhead, events)
 
     @settings(max_examples=150, deadline=None)
