@@ -15,6 +15,7 @@ from stormwall import CircuitBreaker, EventBus
 
 
 CB = CircuitBreaker
+HUGE = 10**400
 
 
 def _row(make, parameter, id):  # noqa: A002 - mirrors pytest.param
@@ -201,6 +202,27 @@ BAD_INPUTS = [
         lambda: CB(recovery_timeout=30, max_recovery_timeout=10),
         "max_recovery_timeout",
         "mrt-below-recovery-timeout",
+    ),
+    # an int no float can hold (float(10**400) overflows)
+    _row(lambda: CB(recovery_timeout=HUGE), "recovery_timeout", "rt-huge"),
+    _row(
+        lambda: CB(failure_rate_threshold=HUGE),
+        "failure_rate_threshold",
+        "frt-huge",
+    ),
+    _row(lambda: CB(window_duration=HUGE), "window_duration", "wd-huge"),
+    _row(
+        lambda: CB(slow_call_duration=-HUGE), "slow_call_duration", "scd-huge"
+    ),
+    _row(
+        lambda: CB(slow_call_duration=1, slow_call_rate_threshold=HUGE),
+        "slow_call_rate_threshold",
+        "scrt-huge",
+    ),
+    _row(
+        lambda: CB(max_recovery_timeout=HUGE),
+        "max_recovery_timeout",
+        "mrt-huge",
     ),
     # record_on / ignore_on
     _row(lambda: CB(record_on=42), "record_on", "record_on-int"),

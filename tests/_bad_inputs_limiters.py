@@ -23,6 +23,7 @@ from stormwall import (
 
 NAN = math.nan
 INF = math.inf
+HUGE = 10**400  # an int no float can hold: float(HUGE) overflows
 
 # Values no positive finite number parameter accepts.
 _NOT_POSITIVE = [
@@ -30,6 +31,8 @@ _NOT_POSITIVE = [
     ("negative", -1),
     ("nan", NAN),
     ("inf", INF),
+    ("huge-int", HUGE),
+    ("huge-negative-int", -HUGE),
     ("bool", True),
     ("str", "1"),
     ("none", None),
@@ -46,6 +49,7 @@ _NOT_OPTIONAL_POSITIVE = [
     ("negative", -1.0),
     ("nan", NAN),
     ("inf", INF),
+    ("huge-int", HUGE),
     ("bool", False),
     ("str", "5"),
 ]
@@ -175,7 +179,14 @@ BAD_INPUTS = [
         "bulkhead",
         "max_wait",
         lambda v: Bulkhead(1, max_wait=v),
-        [("negative", -0.5), ("nan", NAN), ("bool", True), ("str", "1")],
+        [
+            ("negative", -0.5),
+            ("nan", NAN),
+            ("huge-int", HUGE),
+            ("huge-negative-int", -HUGE),
+            ("bool", True),
+            ("str", "1"),
+        ],
     ),
     pytest.param(
         lambda: Bulkhead(1, name=""), "name", id="bulkhead-name-empty"

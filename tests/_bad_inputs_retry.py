@@ -17,6 +17,7 @@ from stormwall import RetryBudget, RetryPolicy
 
 NAN = math.nan
 INF = math.inf
+HUGE = 10**400  # an int no float can hold: float(HUGE) overflows
 
 
 def _policy(**kwargs):
@@ -59,6 +60,7 @@ BAD_INPUTS = [
             ("negative", -0.1),
             ("nan", NAN),
             ("inf", INF),
+            ("huge-int", HUGE),
             ("bool", True),
             ("str", "0.1"),
             ("none", None),
@@ -74,6 +76,7 @@ BAD_INPUTS = [
             ("negative", -1.0),
             ("nan", NAN),
             ("inf", INF),
+            ("huge-int", HUGE),
             ("bool", True),
             ("str", "10"),
             ("none", None),
@@ -95,6 +98,7 @@ BAD_INPUTS = [
             ("negative", -2.0),
             ("nan", NAN),
             ("inf", INF),
+            ("huge-int", HUGE),
             ("bool", True),
             ("str", "2"),
             ("none", None),
@@ -115,6 +119,7 @@ BAD_INPUTS = [
             ("negative", -0.1),
             ("nan", NAN),
             ("inf", INF),
+            ("huge-int", HUGE),
             ("bool", True),
             ("timedelta", timedelta(seconds=1)),
             ("list", []),
@@ -149,6 +154,7 @@ BAD_INPUTS = [
             ("negative", -1.0),
             ("nan", NAN),
             ("inf", INF),
+            ("huge-int", HUGE),
             ("bool", True),
             ("str", "1"),
             ("zero-timedelta", timedelta(0)),
@@ -205,6 +211,7 @@ BAD_INPUTS = [
             ("above-one", 1.5),
             ("nan", NAN),
             ("inf", INF),
+            ("huge-int", HUGE),
             ("bool", True),
             ("str", "0.2"),
             ("none", None),
@@ -219,6 +226,7 @@ BAD_INPUTS = [
             ("negative", -1.0),
             ("nan", NAN),
             ("inf", INF),
+            ("huge-int", HUGE),
             ("bool", True),
             ("str", "10"),
             ("none", None),
@@ -239,6 +247,7 @@ BAD_INPUTS = [
             ("negative", -1.0),
             ("nan", NAN),
             ("inf", INF),
+            ("huge-int", HUGE),
             ("bool", True),
             ("str", "10"),
             ("none", None),

@@ -5,13 +5,17 @@ Tests of the bulkhead: cap, FIFO hand-off, max_wait, cancellation, events.
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from _bad_inputs_limiters import BAD_INPUTS
 from stormwall import (
+    AsyncResilientExecutor,
     Bulkhead,
     BulkheadFullError,
     BulkheadStatistics,
@@ -20,6 +24,7 @@ from stormwall import (
     MockClock,
     StormwallError,
 )
+from stormwall._clock import Waiter, call_at
 from stormwall.events import (
     BulkheadAcquired,
     BulkheadRejected,
@@ -294,3 +299,275 @@ class TestBulkhead:
 
         assert (4, None) == (bulkhead.max_concurrent, bulkhead.max_wait)
         assert "Bulkhead(4, max_wait=None, name='x')" == repr(bulkhead)
+
+
+class TestEndlessMaxWait:
+    """max_wait=math.inf (or past threading.TIMEOUT_MAX) waits for a slot."""
+
+    @pytest.mark.parametrize(
+        "max_wait",
+        [math.inf, threading.TIMEOUT_MAX * 2],
+        ids=["inf", "twice-timeout-max"],
+    )
+    def test_sync_waiter_gets_the_slot(self, max_wait):
+        """A thread queued with an endless max_wait enters on release."""
+        bulkhead = Bulkhead(1, max_wait=max_wait)
+        bulkhead.try_acquire()
+        entered = []
+
+        def enter():
+            with bulkhead:
+                entered.append(True)
+
+        t = threading.Thread(target=enter, daemon=True)
+        t.start()
+        wait_until(
+            lambda: bulkhead.statistics().waiting == 1 or not t.is_alive()
+        )
+        bulkhead.release()
+        t.join(5)
+
+        assert [True] == entered
+        assert 0 == bulkhead.statistics().in_flight
+
+    def test_mock_clock_autojump_does_not_jump_to_infinity(self):
+        """Under an autojump MockClock an infinite max_wait waits for the
+        release instead of moving time to inf and refusing."""
+        clock = MockClock(start=100.0)
+        bulkhead = Bulkhead(1, max_wait=math.inf, clock=clock)
+        bulkhead.try_acquire()
+        entered = []
+
+        def enter():
+            with bulkhead:
+                entered.append(clock.now())
+
+        t = threading.Thread(target=enter, daemon=True)
+        t.start()
+        wait_until(
+            lambda: bulkhead.statistics().waiting == 1 or not t.is_alive()
+        )
+        bulkhead.release()
+        t.join(5)
+
+        assert [100.0] == entered
+        assert 0 == bulkhead.statistics().rejected
+
+    @pytest.mark.asyncio
+    async def test_async_waiter_gets_the_slot(self):
+        """The async twin under an autojump MockClock."""
+        clock = MockClock(start=100.0)
+        bulkhead = Bulkhead(1, max_wait=math.inf, clock=clock)
+        bulkhead.try_acquire()
+
+        async def enter():
+            async with bulkhead:
+                return clock.now()
+
+        task = asyncio.create_task(enter())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        bulkhead.release()
+
+        assert 100.0 == await asyncio.wait_for(task, 5)
+
+
+class Interrupt(BaseException):
+    """Stands for KeyboardInterrupt in a thread's wait, without the risk."""
+
+
+def _balanced(bulkhead, events=None):
+    """Assert the statistics (and the events, when given) agree."""
+    stats = bulkhead.statistics()
+    assert stats.acquired - stats.released == stats.in_flight, stats
+    if events is not None:
+        acquired = [e for e in events if isinstance(e, BulkheadAcquired)]
+        released = [e for e in events if isinstance(e, BulkheadReleased)]
+        moves = sorted(acquired + released, key=lambda e: e.sequence)
+        assert (stats.acquired, stats.released) == (
+            len(acquired),
+            len(released),
+        )
+        # What a gauge fed by these events shows: the newest snapshot.
+        assert stats.in_flight == (moves[-1].in_flight if moves else 0)
+
+
+class TestStatisticsAfterCancelledHandOff:
+    """A waiter handed a slot and cancelled before using it is counted as
+    acquired and released: acquired - released == in_flight always."""
+
+    def test_sync_waiter_interrupted_after_hand_off(self):
+        """The thread's wait is interrupted right after the hand-off (a
+        timer that releases the slot, then raises, runs inside the wait)."""
+        clock = MockClock(start=100.0)
+        bus = EventBus()
+        events = []
+        bus.subscribe(events.append)
+        bulkhead = Bulkhead(1, max_wait=5, clock=clock, bus=bus)
+        bulkhead.try_acquire()
+
+        def release_then_interrupt():
+            bulkhead.release()  # hands the slot to the waiter below
+            raise Interrupt
+
+        call_at(clock, 101.0, release_then_interrupt)
+        with pytest.raises(Interrupt), bulkhead:
+            pytest.fail("the interrupted waiter must not enter")
+
+        stats = bulkhead.statistics()
+        assert (2, 2, 0) == (stats.acquired, stats.released, stats.in_flight)
+        _balanced(bulkhead, events)
+
+    def test_sync_hand_off_passes_on_to_the_next_waiter(self, monkeypatch):
+        """With a second thread queued, the abandoned slot goes on to it,
+        and the counts balance while it holds the slot and after."""
+        original = Waiter.wait
+
+        def wait(waiter, clock, deadline):
+            woken = original(waiter, clock, deadline)
+            if threading.current_thread().name == "interrupted":
+                raise Interrupt
+            return woken
+
+        monkeypatch.setattr(Waiter, "wait", wait)
+        bus = EventBus()
+        events = []
+        bus.subscribe(events.append)
+        bulkhead = Bulkhead(1, max_wait=None, bus=bus)
+        bulkhead.try_acquire()
+        errors, entered, leave = [], threading.Event(), threading.Event()
+
+        def interrupted():
+            with pytest.raises(Interrupt) as info, bulkhead:
+                pass
+            errors.append(info.value)
+
+        def holder():
+            with bulkhead:
+                entered.set()
+                leave.wait(5)
+
+        first = threading.Thread(target=interrupted, name="interrupted")
+        first.start()
+        wait_until(lambda: bulkhead.statistics().waiting == 1)
+        second = threading.Thread(target=holder)
+        second.start()
+        wait_until(lambda: bulkhead.statistics().waiting == 2)
+
+        bulkhead.release()  # to the first, interrupted: on to the second
+        first.join(5)
+        entered.wait(5)
+        inside = bulkhead.statistics()
+        _balanced(bulkhead, events)
+        leave.set()
+        second.join(5)
+
+        assert 1 == len(errors)
+        assert (1, 3, 2) == (
+            inside.in_flight,
+            inside.acquired,
+            inside.released,
+        )
+        assert 0 == bulkhead.statistics().in_flight
+        _balanced(bulkhead, events)
+
+    @pytest.mark.asyncio
+    async def test_async_task_cancelled_after_hand_off(self):
+        """The issue's repro: acquired 2, released 1, in_flight 0."""
+        clock = MockClock(start=100.0, autojump=False)
+        bus = EventBus()
+        events = []
+        bus.subscribe(events.append)
+        bulkhead = Bulkhead(1, max_wait=None, clock=clock, bus=bus)
+        bulkhead.try_acquire()
+
+        async def enter():
+            async with bulkhead:
+                pytest.fail("the cancelled waiter must not enter")
+
+        task = asyncio.create_task(enter())
+        await asyncio.sleep(0)
+        bulkhead.release()  # hand the slot to the task...
+        task.cancel()  # ...and cancel it before it resumes
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+        stats = bulkhead.statistics()
+        assert (2, 2, 0) == (stats.acquired, stats.released, stats.in_flight)
+        _balanced(bulkhead, events)
+
+    @pytest.mark.asyncio
+    async def test_executor_call_cancelled_after_hand_off(self):
+        """Through AsyncResilientExecutor (events on the executor's bus):
+        the counts and the events balance after the cancelled call."""
+        clock = MockClock(start=100.0, autojump=False)
+        bus = EventBus()
+        events = []
+        bus.subscribe(events.append)
+        bulkhead = Bulkhead(1, max_wait=None, clock=clock)
+        executor = AsyncResilientExecutor(bulkhead=bulkhead, bus=bus)
+        bulkhead.try_acquire()
+
+        async def service():
+            pytest.fail("the cancelled call must not run")
+
+        task = asyncio.create_task(executor.run("k", service))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert 1 == bulkhead.statistics().waiting
+        bulkhead.release()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+        assert 0 == bulkhead.statistics().in_flight
+        _balanced(bulkhead, events)
+
+    @settings(max_examples=150, deadline=None)
+    @given(
+        st.lists(
+            st.sampled_from(["enter", "try", "release", "cancel", "run"]),
+            max_size=40,
+        ),
+        st.randoms(use_true_random=False),
+    )
+    def test_counts_balance_under_random_cancellation(self, steps, rng):
+        """Random arrivals, hand-offs and cancellations of asyncio waiters:
+        the statistics balance after every step, the events at the end."""
+        asyncio.run(_drive(steps, rng))
+
+
+async def _drive(steps, rng):
+    """Run ``steps`` against one bulkhead; check the counts after each."""
+    clock = MockClock(start=0.0, autojump=False)
+    bus = EventBus()
+    events = []
+    bus.subscribe(events.append)
+    bulkhead = Bulkhead(2, max_wait=None, clock=clock, bus=bus)
+    held = 0  # slots this driver took with try_acquire
+    tasks = []
+
+    async def enter():
+        async with bulkhead:
+            await asyncio.sleep(0)
+
+    for step in steps:
+        if step == "enter":
+            tasks.append(asyncio.create_task(enter()))
+        elif step == "try":
+            held += bulkhead.try_acquire()
+        elif step == "release" and held:
+            bulkhead.release()  # hands the slot over at once, if queued
+            held -= 1
+        elif step == "cancel" and tasks:
+            tasks[rng.randrange(len(tasks))].cancel()
+        elif step == "run":
+            await asyncio.sleep(0)
+        # A handed-off waiter reports its acquisition when it resumes, so
+        # the events balance only once every task has finished.
+        _balanced(bulkhead)
+    for _ in range(held):
+        bulkhead.release()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    _balanced(bulkhead, events)
+    assert 0 == bulkhead.statistics().in_flight

@@ -350,6 +350,55 @@ class TestMockClockValidation:
         with pytest.raises(ConfigError, match="backwards"):
             MockClock(start=5).jump_to(4)
 
+    @pytest.mark.parametrize(
+        "when",
+        [math.nan, math.inf, -math.inf, "7", None, True, 10**400],
+        ids=["nan", "inf", "-inf", "str", "none", "bool", "huge-int"],
+    )
+    def test_jump_to_refuses_what_is_not_a_finite_time(self, when):
+        """jump_to(nan) used to fire every timer: a time that is not a
+        finite number is a ConfigError naming ``when``; nothing fires."""
+        clock = MockClock(start=1)
+        fired = []
+        call_at(clock, 2.0, lambda: fired.append(2.0))
+
+        with pytest.raises(ConfigError) as info:
+            clock.jump_to(when)
+
+        assert "when" == info.value.parameter
+        assert [] == fired
+        assert 1.0 == clock.now()
+
+    @pytest.mark.parametrize(
+        "seconds",
+        [math.nan, math.inf, "1", None, True, 10**400],
+        ids=["nan", "inf", "str", "none", "bool", "huge-int"],
+    )
+    def test_advance_refuses_what_is_not_a_finite_duration(self, seconds):
+        """advance and advance_async refuse the same values, naming
+        ``seconds``; nothing fires."""
+        clock = MockClock(start=1)
+        fired = []
+        call_at(clock, 2.0, lambda: fired.append(2.0))
+
+        with pytest.raises(ConfigError) as sync_info:
+            clock.advance(seconds)
+        with pytest.raises(ConfigError) as async_info:
+            asyncio.run(clock.advance_async(seconds))
+
+        assert "seconds" == sync_info.value.parameter
+        assert "seconds" == async_info.value.parameter
+        assert [] == fired
+        assert 1.0 == clock.now()
+
+    def test_jump_to_accepts_an_int(self):
+        """jump_to takes an int as well as a float."""
+        clock = MockClock(start=1)
+
+        clock.jump_to(3)
+
+        assert 3.0 == clock.now()
+
     def test_jump_to(self):
         """jump_to moves to an absolute time."""
         clock = MockClock(start=1)
@@ -386,3 +435,77 @@ class TestWaiterNotifyRace:
         runner.join(WATCHDOG)
 
         assert ["returned"] == results
+
+
+class TestWaitsPastTimeoutMax:
+    """A wait longer than threading.TIMEOUT_MAX (or infinite) just waits."""
+
+    @pytest.mark.parametrize(
+        "delay",
+        [math.inf, threading.TIMEOUT_MAX * 2, 1e300],
+        ids=["inf", "twice-timeout-max", "1e300"],
+    )
+    def test_real_waiter_waits_for_notify(self, delay):
+        """A thread waiting for an endless deadline is woken by notify,
+        never failed with OverflowError."""
+        clock = MonotonicClock()
+        waiter = Waiter()
+        result = []
+        t = start(
+            lambda: result.append(waiter.wait(clock, clock.now() + delay))
+        )
+        # Until it blocks (or, before the fix, fails at once).
+        wait_for(lambda: waiter._event is not None or not t.is_alive())
+        waiter.notify()
+        t.join(WATCHDOG)
+
+        assert [True] == result
+
+    @pytest.mark.asyncio
+    @pytest.mark.parametrize("delay", [math.inf, 1e300], ids=["inf", "1e300"])
+    async def test_real_async_waiter_waits_for_notify(self, delay):
+        """The async twin waits for the notify too."""
+        clock = MonotonicClock()
+        waiter = Waiter()
+        asyncio.get_running_loop().call_later(0.002, waiter.notify)
+
+        notified = await waiter.wait_async(clock, clock.now() + delay)
+
+        assert notified is True
+
+    def test_mock_autojump_never_jumps_to_infinity(self):
+        """Under autojump, an infinite deadline waits for the notify: it
+        must not move virtual time to inf."""
+        clock = MockClock(start=5.0)
+        waiter = Waiter()
+        result = []
+        t = start(lambda: result.append(waiter.wait(clock, math.inf)))
+        wait_for(lambda: waiter._event is not None or not t.is_alive())
+        waiter.notify()
+        t.join(WATCHDOG)
+
+        assert [True] == result
+        assert 5.0 == clock.now()
+
+    def test_monotonic_sleep_past_timeout_max_is_chunked(self, monkeypatch):
+        """MonotonicClock.sleep(inf) sleeps in bounded slices, each one a
+        value time.sleep accepts, instead of raising OverflowError."""
+        slices = []
+
+        class Stop(Exception):
+            pass
+
+        def fake_sleep(seconds):
+            if seconds > threading.TIMEOUT_MAX:
+                raise OverflowError("timestamp out of range")
+            slices.append(seconds)
+            if len(slices) == 3:
+                raise Stop
+
+        monkeypatch.setattr(time, "sleep", fake_sleep)
+
+        with pytest.raises(Stop):
+            MonotonicClock().sleep(math.inf)
+
+        assert 3 == len(slices)
+        assert all(0 < s <= threading.TIMEOUT_MAX for s in slices)

@@ -8,6 +8,9 @@ executor's, the clock's and the bus's are here.
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import inspect
 import math
 from datetime import timedelta
 
@@ -144,3 +147,151 @@ class TestTimedelta:
         assert 60.0 == window.window
         assert 90.0 == breaker.retry_after
         assert 20.0 == policy.max_delay
+
+
+# -- every float parameter, given an int no float can hold -------------------
+
+# ``float(10**400)`` raises OverflowError, and so does ``math.isnan`` on it.
+HUGE = 10**400
+
+# Public modules whose classes are constructors to check; an optional one
+# whose extra is not installed is skipped.
+_MODULES = (
+    "stormwall",
+    "stormwall.integrations.asgi",
+    "stormwall.integrations.httpx",
+    "stormwall.backends.redis",
+    "stormwall.exporters.logging",
+    "stormwall.exporters.otel",
+    "stormwall.exporters.prometheus",
+    "stormwall.exporters.structlog",
+)
+
+
+def _redis_client():
+    import redis  # only when the extra is installed
+
+    return redis.Redis()  # connects lazily: nothing is sent here
+
+
+async def _asgi_app(scope, receive, send):
+    """An ASGI application that is never called."""
+
+
+# What each constructor needs besides the parameter under test: its
+# required arguments, and the options that make the parameter meaningful.
+_REQUIRED = {
+    "TokenBucket": lambda: {"capacity": 1, "refill_rate": 1},
+    "LeakyBucket": lambda: {"rate": 1},
+    "SlidingWindow": lambda: {"limit": 1, "window": 1},
+    "Bulkhead": lambda: {"max_concurrent": 1},
+    "CircuitBreaker": lambda: {"slow_call_duration": 1},
+    "RetryPolicy": dict,
+    "RetryBudget": dict,
+    "MockClock": dict,
+    "ResilientExecutor": dict,
+    "AsyncResilientExecutor": dict,
+    "RateLimitMiddleware": lambda: {
+        "app": _asgi_app,
+        "limiter": TokenBucket(1, 1),
+    },
+    "RedisBreakerStore": lambda: {"client": _redis_client()},
+    "RedisTokenBucket": lambda: {
+        "client": _redis_client(),
+        "capacity": 1,
+        "refill_rate": 1,
+    },
+    "RedisSlidingWindow": lambda: {
+        "client": _redis_client(),
+        "limit": 1,
+        "window": 1,
+    },
+}
+
+
+def _constructors():
+    """Every public class that validates its arguments, once each."""
+    seen = {}
+    for module_name in _MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:  # pragma: no cover - an extra not installed
+            continue
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if (
+                inspect.isclass(obj)
+                and not issubclass(obj, BaseException)
+                and not dataclasses.is_dataclass(obj)
+                and obj not in seen
+            ):
+                seen[obj] = None
+    return list(seen)
+
+
+def _float_parameters():
+    """``(class, parameter)`` for every float parameter of a constructor."""
+    rows = []
+    for cls in _constructors():
+        for param in inspect.signature(cls).parameters.values():
+            annotation = str(param.annotation)
+            # A hook whose return type mentions float is not a number.
+            if "float" in annotation and "Callable" not in annotation:
+                rows.append(
+                    pytest.param(
+                        cls, param.name, id=f"{cls.__name__}-{param.name}"
+                    )
+                )
+    return rows
+
+
+FLOAT_PARAMETERS = _float_parameters()
+
+
+class TestIntTooLargeForAFloat:
+    """An int past float range is a ConfigError, never an OverflowError."""
+
+    def test_every_float_parameter_is_found(self):
+        """The enumeration sees the parameters the issue listed, at least."""
+        found = {(p.values[0].__name__, p.values[1]) for p in FLOAT_PARAMETERS}
+
+        assert {
+            ("TokenBucket", "capacity"),
+            ("TokenBucket", "refill_rate"),
+            ("TokenBucket", "ttl"),
+            ("LeakyBucket", "rate"),
+            ("SlidingWindow", "window"),
+            ("Bulkhead", "max_wait"),
+            ("RetryPolicy", "base_delay"),
+            ("RetryPolicy", "max_delay"),
+            ("RetryPolicy", "multiplier"),
+            ("RetryPolicy", "jitter"),
+            ("RetryPolicy", "deadline"),
+            ("RetryBudget", "ratio"),
+            ("RetryBudget", "min_per_second"),
+            ("CircuitBreaker", "recovery_timeout"),
+            ("CircuitBreaker", "failure_rate_threshold"),
+            ("CircuitBreaker", "window_duration"),
+            ("CircuitBreaker", "slow_call_duration"),
+            ("CircuitBreaker", "slow_call_rate_threshold"),
+            ("CircuitBreaker", "max_recovery_timeout"),
+            ("ResilientExecutor", "limiter_timeout"),
+            ("AsyncResilientExecutor", "timeout"),
+            ("MockClock", "start"),
+        } <= found
+
+    @pytest.mark.parametrize("sign", [1, -1], ids=["positive", "negative"])
+    @pytest.mark.parametrize(("cls", "parameter"), FLOAT_PARAMETERS)
+    def test_names_the_parameter(self, cls, parameter, sign):
+        """10**400 (or its negative) raises ConfigError naming the
+        parameter, for every float parameter of every public constructor."""
+        required = _REQUIRED.get(cls.__name__)
+        assert required is not None, (
+            f"add {cls.__name__} to _REQUIRED: it has float parameters"
+        )
+        kwargs = {**required(), parameter: sign * HUGE}
+
+        with pytest.raises(ConfigError) as info:
+            cls(**kwargs)
+
+        assert parameter == info.value.parameter

@@ -700,3 +700,12 @@ def test_no_leaked_connections_after_retries(alternating_server):
         assert len(pool.connections) <= 4
     assert Alternating.count == 2000
     assert time.monotonic() - started < 15
+
+
+def test_http_retry_policy_takes_a_long_base_delay():
+    """http_retry_policy(base_delay=30) follows RetryPolicy's rule: an
+    unset max_delay never refuses a valid base_delay."""
+    policy = http_retry_policy(base_delay=30, jitter=None)
+
+    assert 30.0 == policy.max_delay
+    assert 3.0 == http_retry_policy(max_delay=3.0).max_delay

@@ -5,6 +5,7 @@ Tests for `RetryPolicy`: validation, back-off, jitter and classification.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import math
 import random
 from datetime import timedelta
@@ -139,6 +140,45 @@ class TestValidation:
     def test_edge_values_are_legal(self, kwargs):
         """Values at the edge of each domain are accepted."""
         RetryPolicy(**kwargs)
+
+    @pytest.mark.parametrize(
+        ("base_delay", "max_delay"),
+        [
+            pytest.param(30, 30.0, id="base-30"),
+            pytest.param(timedelta(minutes=1), 60.0, id="base-timedelta"),
+            pytest.param(10.5, 10.5, id="base-just-above-default-cap"),
+            pytest.param(10, 10.0, id="base-at-default-cap"),
+            pytest.param(5, 10.0, id="base-below-default-cap"),
+            pytest.param(0, 10.0, id="base-zero"),
+        ],
+    )
+    def test_unset_max_delay_never_refuses_a_valid_base_delay(
+        self, base_delay, max_delay
+    ):
+        """RetryPolicy(base_delay=30) used to fail with
+        ConfigError('max_delay'), a parameter the user never set: an unset
+        max_delay is 10 s, or base_delay when that is larger."""
+        policy = RetryPolicy(base_delay=base_delay, jitter=None)
+
+        assert max_delay == policy.max_delay
+        assert min(policy.base_delay * 2**4, max_delay) == policy.delay(5)
+
+    def test_explicit_max_delay_below_base_delay_is_still_refused(self):
+        """Only an unset max_delay follows base_delay; a given one that is
+        below it is a ConfigError naming max_delay, even when it equals
+        the default."""
+        with pytest.raises(ConfigError) as info:
+            RetryPolicy(base_delay=30, max_delay=10.0)
+
+        assert "max_delay" == info.value.parameter
+
+    def test_default_max_delay_reads_as_ten_seconds(self):
+        """The signature and the attribute show the documented default."""
+        default = inspect.signature(RetryPolicy).parameters["max_delay"]
+
+        assert "10.0" == repr(default.default)
+        assert 10.0 == RetryPolicy().max_delay
+        assert type(RetryPolicy().max_delay) is float
 
     def test_jitter_fraction_is_stored_as_float(self):
         """A jitter fraction given as int 1 is stored as 1.0."""
@@ -316,6 +356,16 @@ class TestBackoffTable:
             low.delay(1),
             nan.delay(1),
         )
+
+
+class TestHugeAttempt:
+    @pytest.mark.parametrize("jitter", [None, "decorrelated"])
+    def test_attempt_past_float_range_is_capped(self, jitter):
+        """delay(10**400) is max_delay, not an OverflowError."""
+        policy = RetryPolicy(jitter=jitter, rng=Fixed(0.999999))
+
+        assert 0 < policy.delay(10**400) <= 10.0
+        assert 10.0 == RetryPolicy(jitter=None).delay(10**400)
 
 
 class TestDecorrelatedHistory:
@@ -525,6 +575,8 @@ class TestRetryAfter:
             pytest.param(120.0, 10.0, id="clamped-to-max"),
             pytest.param(math.inf, 10.0, id="inf-clamped"),
             pytest.param(-5.0, 0.0, id="negative-clamped"),
+            pytest.param(10**400, 10.0, id="int-past-float-clamped"),
+            pytest.param(-(10**400), 0.0, id="negative-int-past-float"),
         ],
     )
     def test_hint_is_the_delay(self, hint, expected):

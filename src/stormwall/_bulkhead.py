@@ -9,6 +9,9 @@ One object serves threads and asyncio at once. Rules:
   in flight does not dip), and wakes it with its `Waiter`.
 - A waiter that gives up (``max_wait`` passed) leaves the queue; one that is
   cancelled after being handed a slot passes the slot on, so no slot leaks.
+  It did hold that slot for an instant: it is counted, and reported, as
+  acquired and released, so ``acquired - released == in_flight`` in every
+  path and a gauge fed by the events ends where the statistics are.
 - The lock guards a few lines of bookkeeping; it is never held while waiting.
 """
 
@@ -84,7 +87,8 @@ class Bulkhead(Component):
         max_concurrent: The cap on calls in flight.
         max_wait: How long a caller may queue for a slot, in seconds, before
             `BulkheadFullError`; ``0`` (the default) refuses at once, ``None``
-            waits as long as needed. Waiters are served in arrival order.
+            (or ``math.inf``) waits as long as needed. Waiters are served
+            in arrival order.
         name: Used in events, errors and metrics (default ``"bulkhead"``).
         clock: The clock (default: the executor's, else real time).
         bus: Where to report events (default: the executor's, else
@@ -267,7 +271,7 @@ class Bulkhead(Component):
         try:
             slot.waiter.wait(self._clock, deadline)
         except BaseException:
-            self._abandon(slot)
+            self._abandon(ctx, slot, start)
             raise
         self._settle(ctx, slot, start)
 
@@ -281,7 +285,7 @@ class Bulkhead(Component):
         try:
             await slot.waiter.wait_async(self._clock, deadline)
         except BaseException:
-            self._abandon(slot)
+            self._abandon(ctx, slot, start)
             raise
         self._settle(ctx, slot, start)
 
@@ -376,14 +380,32 @@ class Bulkhead(Component):
         waited = self._clock.now() - start
         self._entered(ctx, slot.granted, in_flight, waited, sequence)
 
-    def _abandon(self, slot: _Slot) -> None:
+    def _abandon(
+        self, ctx: CallContext | None, slot: _Slot, start: float
+    ) -> None:
         """An interrupted waiter: leave the queue, or pass a handed slot on."""
         with self._lock:
             if not slot.granted:
                 self._queue.remove(slot)
                 return
-            handed = self._hand_off()
-            if handed is None:
-                self._in_flight -= 1
-        if handed is not None:
-            handed.waiter.notify()
+            # The hand-off counted the slot as acquired: give it back as a
+            # release, never as a bare decrement of in_flight, or acquired
+            # - released drifts from in_flight by one per abandoned slot.
+            in_flight = self._in_flight
+            self._sequence += 1
+            sequence = self._sequence
+        try:
+            bus = self._explicit_bus or (
+                ctx.bus if ctx is not None else self._bound_bus or default_bus
+            )
+            if bus._subs:
+                self._report(
+                    ctx,
+                    BulkheadAcquired,
+                    bulkhead=self._name,
+                    in_flight=in_flight,
+                    waited=self._clock.now() - start,
+                    sequence=sequence,
+                )
+        finally:
+            self._release(ctx)

@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import math
 import threading
 import time
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -79,9 +80,18 @@ class MonotonicClock:
         return time.monotonic()
 
     def sleep(self, seconds: float) -> None:
-        """Block the thread with `time.sleep`."""
-        if seconds > 0:
-            time.sleep(seconds)
+        """
+        Block the thread with `time.sleep`; ``math.inf`` sleeps forever.
+        """
+        if seconds <= _LONGEST_WAIT:
+            if seconds > 0:
+                time.sleep(seconds)
+            return
+        # time.sleep refuses what the platform's time_t cannot hold (inf,
+        # 1e300, even threading.TIMEOUT_MAX): sleep in slices instead.
+        deadline = time.monotonic() + seconds
+        while (remaining := deadline - time.monotonic()) > 0:
+            time.sleep(min(remaining, _LONGEST_WAIT))
 
     async def sleep_async(self, seconds: float) -> None:
         """Suspend the task with `asyncio.sleep`."""
@@ -182,7 +192,8 @@ class MockClock:
         next one is woken.
 
         Raises:
-            ConfigError: ``seconds`` is negative: time can't go backwards.
+            ConfigError: ``seconds`` is negative (time can't go backwards),
+                NaN, infinite or not a number.
         """
         seconds = _validate.non_negative(
             "seconds", seconds, finite=True, seconds=True
@@ -222,7 +233,14 @@ class MockClock:
         return timers[0].deadline if timers else None
 
     def jump_to(self, when: float) -> None:
-        """Advance to the absolute virtual time ``when`` (not backwards)."""
+        """
+        Advance to the absolute virtual time ``when`` (not backwards).
+
+        Raises:
+            ConfigError: ``when`` is not a finite number, or is before `now`.
+        """
+        # NaN compares false with every deadline, so it would fire them all.
+        when = _validate.non_negative("when", when)
         if when < self._now:
             raise ConfigError(
                 "when", f"time can't go backwards ({when} < {self._now})"
@@ -330,13 +348,17 @@ class Waiter:
         """
         Block until ``deadline`` on ``clock``, or until notified.
 
-        ``deadline=None`` waits for the notification alone.
+        ``deadline=None`` (or ``math.inf``) waits for the notification alone.
 
         Returns:
             ``True`` when notified, ``False`` when the deadline passed first.
         """
         if self.notified:
             return True
+        if deadline == math.inf:
+            # Never a deadline a clock can reach: an autojump MockClock
+            # would jump to inf, and threading refuses the timeout.
+            deadline = None
         if isinstance(clock, MockClock):
             return self._wait_mock(clock, deadline)
         if isinstance(clock, MonotonicClock):
@@ -360,7 +382,9 @@ class Waiter:
                 remaining = deadline - clock.now()
                 if remaining <= 0:
                     return self.notified
-                event.wait(remaining)
+                # Past threading.TIMEOUT_MAX, Event.wait raises
+                # OverflowError: wait in slices, the loop re-arms.
+                event.wait(min(remaining, _LONGEST_WAIT))
             if event.is_set():
                 return True
 
@@ -420,6 +444,8 @@ class Waiter:
         Returns:
             ``True`` when notified, ``False`` when the deadline passed first.
         """
+        if deadline == math.inf:
+            deadline = None  # as in `wait`
         if isinstance(clock, MockClock) and (
             deadline is None or not clock.autojump
         ):
@@ -458,6 +484,13 @@ class Waiter:
                 self._fut = self._loop = None
         return self.notified
 
+
+# The longest single real wait or sleep, in seconds. time.sleep and
+# threading's timed waits raise OverflowError (or OSError) past what the
+# platform's time_t holds, a bound below threading.TIMEOUT_MAX on Linux; a
+# longer wait is made of slices this long, re-armed in a loop (once a day
+# costs nothing).
+_LONGEST_WAIT = 86400.0
 
 # Loop iterations `advance_async` yields after waking tasks: enough for a
 # woken task to resume and reach its next await through a few layers.

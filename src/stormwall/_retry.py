@@ -61,6 +61,21 @@ _MODE_CODES: Final = {
 }
 
 
+class _DefaultMaxDelay(float):
+    """
+    The type of `RetryPolicy`'s ``max_delay`` default: reads as ``10.0``.
+
+    Only the one instance below is ever made, so ``max_delay is
+    _DEFAULT_MAX_DELAY`` tells "not given" from a user's own ``10.0``
+    while the signature and the docs still show the documented default.
+    """
+
+    __slots__ = ()
+
+
+_DEFAULT_MAX_DELAY: Final = _DefaultMaxDelay(10.0)
+
+
 def _plain_number(param: str, value: object) -> None:
     """Refuse a ``timedelta`` where a dimensionless number is expected."""
     if isinstance(value, timedelta):
@@ -120,6 +135,9 @@ class RetryPolicy:
             for an in-datacentre service, a second for a third-party API.
         max_delay: The cap on any single delay, server hints included. Keep
             it well below the caller's own timeout, or use ``deadline``.
+            When not given it is 10 seconds, or ``base_delay`` when that is
+            larger (then every delay is ``base_delay``, jittered); a given
+            ``max_delay`` below ``base_delay`` is a `ConfigError`.
         multiplier: Growth factor of the delay per failure (``1``: constant
             back-off). ``2`` is the common choice; lower values retry
             sooner but back off from a struggling server more slowly.
@@ -205,7 +223,7 @@ class RetryPolicy:
         self,
         max_attempts: int = 3,
         base_delay: float | timedelta = 0.1,
-        max_delay: float | timedelta = 10.0,
+        max_delay: float | timedelta = _DEFAULT_MAX_DELAY,
         multiplier: float = 2.0,
         jitter: Literal["full", "equal", "decorrelated"]
         | float
@@ -226,7 +244,12 @@ class RetryPolicy:
             _validate.positive_int("max_attempts", max_attempts),
         )
         base = _validate.non_negative("base_delay", base_delay, seconds=True)
-        cap = _validate.positive("max_delay", max_delay, seconds=True)
+        if max_delay is _DEFAULT_MAX_DELAY:
+            # Not given: the cap must not turn a valid base_delay into an
+            # error about a parameter the user never set.
+            cap = max(float(_DEFAULT_MAX_DELAY), base)
+        else:
+            cap = _validate.positive("max_delay", max_delay, seconds=True)
         if cap < base:
             raise ConfigError(
                 "max_delay",
@@ -400,6 +423,10 @@ class RetryPolicy:
                 f"timedelta) or None, got {type(value).__name__}"
             )
             raise TypeError(msg)
+        if isinstance(value, int):
+            # Clamped exactly, before float(): an int past float range
+            # (10**400) would raise OverflowError there.
+            return float(min(max(value, 0), self.max_delay))
         if math.isnan(value):
             return None
         return _backoff.clamp(float(value), self.max_delay)

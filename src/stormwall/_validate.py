@@ -32,9 +32,17 @@ def _number(name: str, value: object, seconds: bool) -> float:
         raise ConfigError(
             name, f"expected a number, got {type(value).__name__}"
         )
-    if math.isnan(value):
+    try:
+        number = float(value)
+    except OverflowError:
+        # An int past float range (10**400): float() and math.isnan() raise
+        # OverflowError on it, which a caller catching ConfigError misses.
+        raise ConfigError(
+            name, "out of range: an int too large for a float"
+        ) from None
+    if math.isnan(number):
         raise ConfigError(name, "must not be NaN")
-    return float(value)
+    return number
 
 
 def positive(

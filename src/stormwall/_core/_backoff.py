@@ -89,7 +89,11 @@ def exponential(
         return min(base, cap)
     if span is None:
         span = log_span(base, cap)
-    growth = (attempt - 1) * math.log(multiplier)
+    try:
+        growth = (attempt - 1) * math.log(multiplier)
+    except OverflowError:
+        # An attempt number past float range (10**400): far past the cap.
+        return cap
     if growth >= span:
         return cap
     if growth < _MAX_FINITE_LOG:

@@ -11,6 +11,12 @@ Rules (the table `TRANSITIONS` below is the whole of them):
   ``>= failure_rate_threshold`` (``"failure_rate"``) or its slow-call rate is
   ``>= slow_call_rate_threshold`` (``"slow_call_rate"``); checked in that
   order. A success resets the consecutive count; so does closing.
+  The window is judged after each failure and each slow call; after a
+  success that is not slow only while the window is below
+  ``minimum_calls`` or when outcomes aged out of it since the last
+  judgement. Otherwise such a success can only lower both rates, so judging
+  it would never trip: the decisions are exactly those of judging after
+  every outcome, for less work on the path most calls take.
 - **OPEN** rejects every call. From ``now >= opened_at + open_period`` on
   (exactly at the deadline) it is HALF_OPEN; the move is made lazily by
   whichever operation looks first (``"recovery_timeout"``). The open period is
@@ -225,6 +231,11 @@ class BreakerCore:
     # Copies of config values the hot paths read.
     _slow_limit: float | None = field(init=False, default=None)
     _min_calls: int = field(init=False, default=0)
+    # Whether the next plain success must judge the window: true until a
+    # judgement finds at least minimum_calls in it, and again once cleared.
+    _unjudged: bool = field(init=False, default=True)
+    # The window's ``aged`` count at the last judgement.
+    _judged_aged: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         self.window = self.config.new_window()
@@ -269,6 +280,7 @@ class BreakerCore:
         rec.open_period = 0.0
         if self.window is not None:
             self.window.clear()
+            self._unjudged = True
 
     def poll(self, now: float) -> Transition | None:
         """Make the OPEN -> HALF_OPEN move if it is due at ``now``."""
@@ -351,10 +363,13 @@ class BreakerCore:
         if state is CLOSED:
             self.record.consecutive_failures = 0
             window = self.window
-            if window is None:
-                return None
-            window.record(False, slow, now)  # noqa: FBT003 - hot path
-            return self._check_rates(window, now)
+            if window is not None:
+                window.record(False, slow, now)  # noqa: FBT003 - hot path
+                # A plain success only lowers the rates of the window last
+                # judged (see the module docstring): skip the judgement.
+                if slow or self._unjudged or window.aged != self._judged_aged:
+                    return self._check_rates(window, now)
+            return None
         rec = self.record
         rec.half_open_in_flight -= 1
         if slow and self.config.slow_call_rate_threshold is not None:
@@ -395,8 +410,11 @@ class BreakerCore:
     ) -> Transition | None:
         """Trip when the window's failure or slow-call rate is too high."""
         calls, failures, slow_calls = window.totals(now)
+        self._judged_aged = window.aged
         if calls < self._min_calls:
+            self._unjudged = True
             return None
+        self._unjudged = False
         threshold = self.config.failure_rate_threshold
         if threshold is not None and failures / calls >= threshold:
             return self._move(_T.FAILURE_RATE, now)

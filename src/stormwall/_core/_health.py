@@ -21,6 +21,11 @@ Both windows cost O(1) per record and per query, whatever their size:
   clears at most ``buckets`` buckets, however far it moved.
 
 Nothing here reads a clock: `TimeWindow` takes ``now``.
+
+``aged`` counts the times outcomes left the window other than by being
+replaced by a newer outcome (only a time window ages). The breaker
+compares it between two judgements: a success can raise a rate only when
+older, better outcomes aged out in between (see ``stormwall._core._breaker``).
 """
 
 from __future__ import annotations
@@ -42,6 +47,9 @@ _SLOW = 2
 class HealthWindow(Protocol):
     """The operations the breaker needs from a window."""
 
+    aged: int
+    """Bumped whenever outcomes age out of the window (never decreases)."""
+
     def record(self, failed: bool, slow: bool, now: float) -> None:
         """Add one finished call."""
         ...
@@ -58,10 +66,20 @@ class HealthWindow(Protocol):
 class CountWindow:
     """The last ``size`` outcomes, in a ring buffer."""
 
-    __slots__ = ("_calls", "_failures", "_pos", "_ring", "_slow", "size")
+    __slots__ = (
+        "_calls",
+        "_failures",
+        "_pos",
+        "_ring",
+        "_slow",
+        "aged",
+        "size",
+    )
 
     def __init__(self, size: int) -> None:
         self.size = size
+        # Outcomes leave only when a newer one replaces them: never aged.
+        self.aged = 0
         self._ring = bytearray(size)
         self._pos = 0
         self._calls = 0
@@ -104,6 +122,7 @@ class TimeWindow:
         "_failures",
         "_head",
         "_slow",
+        "aged",
         "buckets",
         "duration",
         "width",
@@ -113,6 +132,7 @@ class TimeWindow:
         self.duration = duration
         self.buckets = buckets
         self.width = duration / buckets
+        self.aged = 0
         self.clear()
 
     def clear(self) -> None:
@@ -142,6 +162,8 @@ class TimeWindow:
             n = self.buckets
             for i in range(max(head + 1, index - n + 1), index + 1):
                 slot = i % n
+                if self._bucket_calls[slot]:
+                    self.aged += 1
                 self._calls -= self._bucket_calls[slot]
                 self._failures -= self._bucket_failures[slot]
                 self._slow -= self._bucket_slow[slot]

@@ -325,13 +325,13 @@ def http_retry_policy(**overrides: Any) -> RetryPolicy:
     Args:
         overrides: Any `RetryPolicy` argument (e.g. ``max_delay=30``);
             defaults are ``max_attempts=3``, ``base_delay=0.1``,
-            ``max_delay=10.0``, ``retry_on=is_retryable`` and
+            `RetryPolicy`'s ``max_delay`` (10 seconds, or ``base_delay``
+            if larger), ``retry_on=is_retryable`` and
             ``retry_after=retry_after_hint``.
     """
     options: dict[str, Any] = {
         "max_attempts": 3,
         "base_delay": 0.1,
-        "max_delay": 10.0,
         "retry_on": is_retryable,
         "retry_after": retry_after_hint,
     }
