@@ -63,9 +63,13 @@ class RedisCluster:
 
     def start(self) -> None:
         """Start the nodes, create the cluster, wait until it serves."""
-        while len(set(self.ports)) < 3:
-            self.ports = [free_port() for _ in range(3)]
-        for port in self.ports:
+        # Each node's cluster bus gets a free port of its own: the default
+        # (port + 10000) is past 65535 for a third of the ephemeral range.
+        ports: list[int] = []
+        while len(set(ports)) < 6:
+            ports = [free_port() for _ in range(6)]
+        self.ports, bus_ports = ports[:3], ports[3:]
+        for port, bus_port in zip(self.ports, bus_ports, strict=True):
             home = self.workdir / str(port)
             home.mkdir(parents=True, exist_ok=True)
             self._procs.append(
@@ -78,6 +82,8 @@ class RedisCluster:
                         HOST,
                         "--cluster-enabled",
                         "yes",
+                        "--cluster-port",
+                        str(bus_port),
                         "--cluster-config-file",
                         f"nodes-{port}.conf",
                         "--cluster-node-timeout",

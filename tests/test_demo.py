@@ -910,8 +910,10 @@ def test_demo_status_logs_and_spans():
     breaker's transitions as log lines; --spans prints spans on stderr."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     proc = subprocess.run(
+        # 4 s: in a shorter run the bulkhead absorbs the whole outage and
+        # the breaker never trips.
         demo_command(
-            "--duration", "2", "--port", "0", "--seed", "2", "--spans", "-"
+            "--duration", "4", "--port", "0", "--seed", "2", "--spans", "-"
         ),
         capture_output=True,
         text=True,
