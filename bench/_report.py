@@ -53,6 +53,8 @@ STAMINA_HOOKS = (
 )
 PYRATE_STATE = "pyrate-limiter Limiter.try_acquire (StateBucket, TokenBucket)"
 LIMITS_FIXED = "limits FixedWindowRateLimiter.hit (MemoryStorage)"
+NOPANIC_RETRY = "nopanic @retry(attempts=3, full_jitter)"
+NOPANIC_ZERO = "nopanic @retry(attempts=3, backoff=0)"
 
 # (section, stormwall case, peer case, target limit or None)
 COMPARISONS: list[tuple[str, str, str, float | None]] = [
@@ -96,6 +98,30 @@ COMPARISONS: list[tuple[str, str, str, float | None]] = [
         "Success path, sync",
         f"{S_SYNC}/{RETRY_ONLY}",
         f"{S_SYNC}/backoff on_exception(expo, max_tries=3)",
+        None,
+    ),
+    (
+        "Success path, sync",
+        f"{S_SYNC}/{RETRY_ONLY}",
+        f"{S_SYNC}/{NOPANIC_RETRY}",
+        None,
+    ),
+    (
+        "Success path, async",
+        f"{S_ASYNC}/{RETRY_ONLY}",
+        f"{S_ASYNC}/{NOPANIC_RETRY}",
+        None,
+    ),
+    (
+        "One-retry path, sync",
+        f"{R_SYNC}/{RETRY_ONLY}",
+        f"{R_SYNC}/{NOPANIC_ZERO}",
+        None,
+    ),
+    (
+        "One-retry path, async",
+        f"{R_ASYNC}/{FULL_RUN}",
+        f"{R_ASYNC}/{NOPANIC_ZERO}",
         None,
     ),
     (
@@ -931,7 +957,9 @@ METHOD = """\
   (`AsyncRetrying` for async); stamina `RetryingCaller(attempts=3,
   timeout=None, wait_initial=0.1, wait_max=10).on(Exception)(fn)` and
   `retry_context` (instrumentation hooks off unless stated); backoff
-  `on_exception(expo, Exception, max_tries=3)`. They compare with
+  `on_exception(expo, Exception, max_tries=3)`; nopanic `@retry(attempts=3,
+  backoff=full_jitter(base=0.1, cap=10))` (`backoff=0` on the one-retry
+  path). They compare with
   stormwall's executor holding only the retry policy (and, for the targets,
   the whole pipeline).
 - **Breakers.** pybreaker `CircuitBreaker(fail_max=5,
