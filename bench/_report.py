@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from _harness import Case, run_interleaved
-from cases import executors, exporters, keys, limiters, redis_cases
+from cases import breakers, executors, exporters, keys, limiters, redis_cases
 from cases.common import PEERS, version
 
 
@@ -53,6 +53,8 @@ STAMINA_HOOKS = (
 )
 PYRATE_STATE = "pyrate-limiter Limiter.try_acquire (StateBucket, TokenBucket)"
 LIMITS_FIXED = "limits FixedWindowRateLimiter.hit (MemoryStorage)"
+NOPANIC_RETRY = "nopanic @retry(attempts=3, full_jitter)"
+NOPANIC_ZERO = "nopanic @retry(attempts=3, backoff=0)"
 
 # (section, stormwall case, peer case, target limit or None)
 COMPARISONS: list[tuple[str, str, str, float | None]] = [
@@ -96,6 +98,30 @@ COMPARISONS: list[tuple[str, str, str, float | None]] = [
         "Success path, sync",
         f"{S_SYNC}/{RETRY_ONLY}",
         f"{S_SYNC}/backoff on_exception(expo, max_tries=3)",
+        None,
+    ),
+    (
+        "Success path, sync",
+        f"{S_SYNC}/{RETRY_ONLY}",
+        f"{S_SYNC}/{NOPANIC_RETRY}",
+        None,
+    ),
+    (
+        "Success path, async",
+        f"{S_ASYNC}/{RETRY_ONLY}",
+        f"{S_ASYNC}/{NOPANIC_RETRY}",
+        None,
+    ),
+    (
+        "One-retry path, sync",
+        f"{R_SYNC}/{RETRY_ONLY}",
+        f"{R_SYNC}/{NOPANIC_ZERO}",
+        None,
+    ),
+    (
+        "One-retry path, async",
+        f"{R_ASYNC}/{FULL_RUN}",
+        f"{R_ASYNC}/{NOPANIC_ZERO}",
         None,
     ),
     (
@@ -199,6 +225,26 @@ COMPARISONS: list[tuple[str, str, str, float | None]] = [
         f"{R_SYNC}/stormwall run() + structlog + Prometheus exporters",
         f"{R_SYNC}/{STAMINA_HOOKS}",
         None,
+    ),
+    *(
+        (
+            f"Rate-window breaker, {what}",
+            f"{group}/{mine}",
+            f"{group}/{peer}",
+            None,
+        )
+        for what, group in (
+            ("success, sync", breakers.SYNC),
+            ("success, async", breakers.ASYNC),
+            ("1 in 10 fails, sync", breakers.FAIL_SYNC),
+            ("1 in 10 fails, async", breakers.FAIL_ASYNC),
+        )
+        for mine, peer in (
+            (breakers.STORMWALL_TIME, breakers.NOPANIC),
+            (breakers.STORMWALL_TIME, breakers.INTERLOCK_TIME),
+            (breakers.STORMWALL_COUNT, breakers.INTERLOCK_COUNT),
+            (breakers.STORMWALL_CONSECUTIVE, breakers.NOPANIC),
+        )
     ),
     ("Limiter decisions", f"{L_SYNC}/{TB}", f"{L_ASYNC}/{AIOLIMITER}", 0.7),
     (
@@ -419,7 +465,7 @@ def measure_and_report(*, smoke: bool, out: Path, argv: list[str]) -> int:
     )
     info = machine()
     cases: list[Case] = []
-    for module in (executors, limiters, exporters):
+    for module in (executors, breakers, limiters, exporters):
         cases += module.cases(smoke)
     server = redis_cases.RedisServer()
     closers: list[object] = []
@@ -544,7 +590,7 @@ def target_rows(
     biggest, smallest = sizes[-1], sizes[0]
     rows.extend(
         [
-            f"{row['label']}: bytes per live key at {biggest:,} keys",
+            f"{row['label']}: bytes per key at {biggest:,} keys",
             f"{row['bytes']:,.0f} B",
             f"{row['bytes']:,.0f}",
             f"≤ {MEMORY_LIMIT:.0f} B",
@@ -803,8 +849,10 @@ def render(
             "N distinct keys, each decided once by a fresh limiter. ns/key: "
             "median [min-max] of the repeats, garbage collector off; with "
             "gc: one run with the collector on. bytes/key: `tracemalloc` "
-            "growth / N, the key strings themselves not counted, every key "
-            "still live."
+            "growth / N, the key strings themselves not counted. stormwall's "
+            "owing keys are all still live at the end; keys back at full "
+            "capacity are forgotten as the limiter goes (lossless), the "
+            "peers keep theirs."
         ),
         "",
     ]
@@ -909,7 +957,9 @@ METHOD = """\
   (`AsyncRetrying` for async); stamina `RetryingCaller(attempts=3,
   timeout=None, wait_initial=0.1, wait_max=10).on(Exception)(fn)` and
   `retry_context` (instrumentation hooks off unless stated); backoff
-  `on_exception(expo, Exception, max_tries=3)`. They compare with
+  `on_exception(expo, Exception, max_tries=3)`; nopanic `@retry(attempts=3,
+  backoff=full_jitter(base=0.1, cap=10))` (`backoff=0` on the one-retry
+  path). They compare with
   stormwall's executor holding only the retry policy (and, for the targets,
   the whole pipeline).
 - **Breakers.** pybreaker `CircuitBreaker(fail_max=5,
@@ -919,6 +969,18 @@ METHOD = """\
   `AsyncCircuitBreakerFactory(default_threshold=5, default_ttl=30)`
   decorator; against stormwall's executor holding only the breaker.
   pybreaker's async support needs Tornado and is not measured.
+- **Rate-window breakers.** A breaker that trips at a 50 % failure rate
+  once 10 calls are in its window, open for 30 s: stormwall's executor
+  holding only `CircuitBreaker(failure_threshold=None,
+  failure_rate_threshold=0.5, minimum_calls=10, window_duration=30)` (or
+  `window_size=100`), against nopanic `CircuitBreaker(failure_threshold=0.5,
+  min_calls=10, window=30, reset_timeout=30)` and interlock
+  `CircuitBreaker(config=Config(failure_rate_threshold=0.5,
+  minimum_number_of_calls=10, wait_duration_in_open=30, window_type=...,
+  window_size=30 or 100))`, both as decorators, sync and async. Two
+  workloads: every call succeeds, or one call in 10 raises (caught alike
+  for everyone), so the rate is judged but never trips. stormwall's
+  consecutive-failure breaker is shown against nopanic for scale.
 - **One-retry path.** Zero back-off everywhere. tenacity, stamina and
   backoff still call `time.sleep(0)` for a zero wait, which on Linux costs
   tens of µs (timer slack) and dominates their numbers; stormwall and

@@ -25,7 +25,7 @@ from stormwall import (
     SlidingWindow,
     TokenBucket,
 )
-from stormwall._core._ratelimit import SLACK
+from stormwall._core._ratelimit import SLACK, rows
 from stormwall.events import LimiterAllowed, LimiterRejected, LimiterWaited
 
 
@@ -486,7 +486,7 @@ class TestCompositeLimiter:
         assert [True, False, False] == results
         assert 1 == a.statistics().allowed
         # The window holds only the one admitted request.
-        assert 1 == len(a._store._keys["default"].entries)
+        assert 1 == len(rows(a._store._keys["default"]))
 
     def test_events_per_tier(self):
         """Each tier reports under its own name; a refunded one is silent."""

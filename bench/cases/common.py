@@ -37,6 +37,8 @@ PEERS = (
     "limits",
     "pyrate-limiter",
     "aiolimiter",
+    "nopanic",
+    "interlock-cb",
 )
 
 

@@ -4,9 +4,10 @@ The success path and the one-retry path of an executor, next to each peer.
 Success path: ``fn`` returns at once. stormwall's ``run()`` with breaker +
 token bucket + retry (no subscriber) is compared with limitpal's executor
 built from the same three parts; stormwall with only the retry policy with
-tenacity, stamina and backoff; stormwall with only the breaker with pybreaker,
-circuitbreaker and purgatory. One-retry path: ``fn`` fails once, then
-succeeds, with zero back-off everywhere (a sleep would swamp the numbers).
+tenacity, stamina, backoff and nopanic; stormwall with only the breaker
+with pybreaker, circuitbreaker and purgatory (rate-window breakers are in
+``breakers.py``). One-retry path: ``fn`` fails once, then succeeds, with
+zero back-off everywhere (a sleep would swamp the numbers).
 """
 
 from __future__ import annotations
@@ -354,6 +355,45 @@ def purgatory_cases() -> list[Case]:
     ]
 
 
+def nopanic_cases() -> list[Case]:
+    import nopanic
+
+    def policy(*, zero_wait: bool = False) -> nopanic.retry:
+        return nopanic.retry(
+            attempts=ATTEMPTS,
+            on=Exception,
+            backoff=(
+                0.0
+                if zero_wait
+                else nopanic.backoff.full_jitter(
+                    base=BASE_DELAY, cap=MAX_DELAY
+                )
+            ),
+        )
+
+    flaky, aflaky = FailOnce(), AsyncFailOnce()
+
+    def flaky_fn() -> int:  # decorators want a function, not an object
+        return flaky()
+
+    async def aflaky_fn() -> int:
+        return await aflaky()
+
+    name = "nopanic @retry(attempts=3, full_jitter)"
+    zero = "nopanic @retry(attempts=3, backoff=0)"
+    return [
+        Case(SYNC, name, policy()(fn), peer="nopanic"),
+        Case(ASYNC, name, afn=policy()(afn), peer="nopanic"),
+        Case(RETRY, zero, policy(zero_wait=True)(flaky_fn), peer="nopanic"),
+        Case(
+            ARETRY,
+            zero,
+            afn=policy(zero_wait=True)(aflaky_fn),
+            peer="nopanic",
+        ),
+    ]
+
+
 def cases(smoke: bool) -> list[Case]:  # noqa: ARG001 - same cases either way
     out = stormwall_cases()
     for builder in (
@@ -364,6 +404,7 @@ def cases(smoke: bool) -> list[Case]:  # noqa: ARG001 - same cases either way
         pybreaker_cases,
         circuitbreaker_cases,
         purgatory_cases,
+        nopanic_cases,
     ):
         try:
             out.extend(builder())

@@ -9,12 +9,16 @@ limiter decides once for each of N distinct, pre-built key strings:
   one more run with the collector on (as in production: its passes over a
   growing heap add a cost of their own) is reported alongside;
 - memory: bytes traced by ``tracemalloc`` between before and after the N
-  decisions, / N (the key strings are built beforehand and not counted;
-  every key is still live at the end, nothing is evicted).
+  decisions, / N (the key strings are built beforehand and not counted).
 
-stormwall's ``TokenBucket`` unbounded (``max_keys=None``) and bounded
-(``max_keys=N``); limitpal's ``TokenBucket`` and limits' fixed window on
-``MemoryStorage`` for comparison (at 10k and 100k keys only: at 1M they
+stormwall's three keyed limiters, each unbounded (``max_keys=None``) and
+bounded (``max_keys=N``), with keys that still *owe* an hour after their one
+request (a token or leaky bucket of one per hour, a window of an hour), so
+every key is still live at the end: that is the cost of a live key. A
+sliding-window key holds one request. One more row, keys back at full
+capacity at once (``TokenBucket(10**12, 10**12)``): stormwall forgets them
+as it goes, losslessly. limitpal's ``TokenBucket`` and limits' fixed window
+on ``MemoryStorage`` for comparison (at 10k and 100k keys only: at 1M they
 would take most of the run's time budget).
 """
 
@@ -27,7 +31,7 @@ import tracemalloc
 from typing import TYPE_CHECKING
 
 from cases.common import HUGE
-from stormwall import TokenBucket
+from stormwall import LeakyBucket, SlidingWindow, TokenBucket
 
 
 if TYPE_CHECKING:
@@ -38,16 +42,29 @@ def variants(
     n: int,
 ) -> dict[str, tuple[str, Callable[[], Callable[[str], object]]]]:
     """label -> (peer, factory of a fresh ``decide(key)``)."""
-    out: dict[str, tuple[str, Callable[[], Callable[[str], object]]]] = {
-        "stormwall TokenBucket(max_keys=None).try_acquire": (
-            "stormwall",
-            lambda: TokenBucket(HUGE, HUGE, max_keys=None).try_acquire,
+    hour = 3600.0
+    kinds: dict[str, Callable[[int | None], Callable[[str], object]]] = {
+        "TokenBucket(1, 1/3600{})": lambda m: (
+            TokenBucket(1, 1 / hour, max_keys=m).try_acquire
         ),
-        "stormwall TokenBucket(max_keys=N).try_acquire": (
-            "stormwall",
-            lambda: TokenBucket(HUGE, HUGE, max_keys=n).try_acquire,
+        "LeakyBucket(1/3600{})": lambda m: (
+            LeakyBucket(1 / hour, max_keys=m).try_acquire
+        ),
+        "SlidingWindow(1, 3600{})": lambda m: (
+            SlidingWindow(1, hour, max_keys=m).try_acquire
         ),
     }
+    out: dict[str, tuple[str, Callable[[], Callable[[str], object]]]] = {}
+    for kind, make in kinds.items():
+        for bound, m in (("", None), (", max_keys=N", n)):
+            out[f"stormwall {kind.format(bound)}, owing"] = (
+                "stormwall",
+                lambda make=make, m=m: make(m),
+            )
+    out["stormwall TokenBucket(10**12, 10**12), back to full at once"] = (
+        "stormwall",
+        lambda: TokenBucket(HUGE, HUGE).try_acquire,
+    )
     try:
         import limitpal as lp
 

@@ -76,7 +76,9 @@ class LimiterStatistics:
     Attributes:
         limiter: The limiter's name.
         keys: Keys currently tracked (1 for a shared, ``per_key=False``
-            limiter; a composite sums its tiers).
+            limiter; a composite sums its tiers). Keys back at full
+            capacity are forgotten lazily, so this follows the keys that
+            still owe.
         allowed: Requests admitted at once.
         waited: Requests admitted after waiting for their reservation.
         rejected: Requests refused (``try_acquire`` returning ``False``,
@@ -84,7 +86,8 @@ class LimiterStatistics:
         cancelled: Waits abandoned by cancellation; their reservations were
             refunded unless already due.
         waiting: Callers waiting right now.
-        evicted: Keys forgotten by ``max_keys`` (LRU) or ``ttl`` eviction.
+        evicted: Keys forgotten: back at full capacity (lossless, by
+            default), by ``max_keys`` (LRU) or by ``ttl``.
         evicted_owing: LRU evictions of keys that still owed capacity: each
             may have let that key's next request through early. If it keeps
             growing, raise ``max_keys``. TTL eviction never loses anything.
@@ -651,8 +654,9 @@ class TokenBucket(_KeyedLimiter):
             is forgotten beyond it (see `LimiterStatistics.evicted_owing`).
             Choose it above the number of keys active within
             ``capacity / refill_rate`` seconds.
-        ttl: Forget a key idle for ``ttl`` seconds once its bucket is full
-            again (lossless: it changes no decision).
+        ttl: Keep a key whose bucket is full again for ``ttl`` idle
+            seconds before forgetting it (default: forgotten lazily as soon
+            as it is full; lossless either way, it changes no decision).
         clock: The clock (default: the executor's, else real time).
         bus: Where to report events (default: the executor's, else
             `stormwall.default_bus`).
@@ -744,8 +748,9 @@ class LeakyBucket(_KeyedLimiter):
             ``"leaky_bucket"``).
         per_key: ``False`` shares one bucket between every key.
         max_keys: Bound on the keys remembered (LRU).
-        ttl: Forget a key idle for ``ttl`` seconds once nobody waits on it
-            and its schedule is empty (lossless).
+        ttl: Keep a key nobody waits on, with an empty schedule, for
+            ``ttl`` idle seconds before forgetting it (default: forgotten
+            lazily at once; lossless either way).
         clock: The clock (default: the executor's, else real time).
         bus: Where to report events.
 
@@ -812,7 +817,8 @@ class SlidingWindow(_KeyedLimiter):
 
     Every admitted request is remembered with its time and cost until it
     leaves the window, so memory per key grows with ``limit``; prefer a
-    `TokenBucket` for large limits.
+    `TokenBucket` for large limits. A key with one request in its window
+    costs about as much as a token bucket's.
 
     Args:
         limit: The most cost admitted within any ``window`` seconds, and the
@@ -822,8 +828,9 @@ class SlidingWindow(_KeyedLimiter):
             ``"sliding_window"``).
         per_key: ``False`` shares one window between every key.
         max_keys: Bound on the keys remembered (LRU).
-        ttl: Forget a key idle for ``ttl`` seconds once its window is empty
-            (lossless).
+        ttl: Keep a key whose window is empty for ``ttl`` idle seconds
+            before forgetting it (default: forgotten lazily at once;
+            lossless either way).
         clock: The clock (default: the executor's, else real time).
         bus: Where to report events.
 

@@ -34,9 +34,13 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._arith import until
+
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 
 __all__ = [
@@ -48,6 +52,7 @@ __all__ = [
     "TokenBucketPolicy",
     "WindowState",
     "release_all",
+    "rows",
 ]
 
 SLACK = 1e-9
@@ -120,16 +125,69 @@ class BucketState(_State):
         self.tat = _NEVER
 
 
+_Rows = deque[tuple[float, float]]
+
+
 class WindowState(_State):
-    """A sliding window: admitted costs with their expiry, and their sum."""
+    """
+    A sliding window: admitted costs with their expiry, and their sum.
+
+    ``entries`` is compact for the common case of a key with one admitted
+    request in its window: ``None`` when empty; the expiry alone (a float,
+    its cost being ``total``) for one request; a deque of ``(expires,
+    cost)`` rows in non-decreasing expiry from the second request on, until
+    the window is empty again (a deque block is about 600 bytes).
+    """
 
     __slots__ = ("entries", "total")
 
     def __init__(self) -> None:
         super().__init__()
-        # [expires, cost] rows in non-decreasing expiry.
-        self.entries: deque[list[float]] = deque()
-        self.total = 0.0
+        self.entries: float | _Rows | None = None
+        self.total: float = 0.0
+
+
+def _push(state: WindowState, expires: float, cost: float) -> None:
+    """Record a request admitted until ``expires``."""
+    entries = state.entries
+    if entries is None:
+        # The sum of one cost is that cost: no float of its own.
+        state.entries = expires
+        state.total = cost
+        return
+    if entries.__class__ is deque:
+        entries.append((expires, cost))
+    else:
+        state.entries = deque(
+            ((entries, state.total), (expires, cost))  # type: ignore[arg-type]
+        )
+    state.total += cost
+
+
+def _pop_newest(state: WindowState) -> None:
+    """Take back the newest request."""
+    entries = state.entries
+    if entries.__class__ is deque:
+        state.total -= entries.pop()[1]
+        if entries:
+            return
+    state.entries = None
+    state.total = 0.0
+
+
+def _rows(state: WindowState) -> Iterable[tuple[float, float]]:
+    """The ``(expires, cost)`` rows of a window, oldest first (no copy)."""
+    entries = state.entries
+    if entries is None:
+        return ()
+    if entries.__class__ is deque:
+        return entries
+    return ((entries, state.total),)  # type: ignore[return-value]
+
+
+def rows(state: WindowState) -> list[tuple[float, float]]:
+    """The ``(expires, cost)`` rows of a window, oldest first."""
+    return list(_rows(state))
 
 
 def _floor(state: _State) -> float:
@@ -356,6 +414,22 @@ class TokenBucketPolicy(_BucketPolicy):
             return 0.0
         return self.earliest(state, now, cost, _NEVER) - now
 
+    def full(self, state: BucketState, now: float) -> bool:
+        """
+        Whether forgetting the state would change no decision.
+
+        Back at full capacity, and the admission test of the largest request
+        (``capacity``) passes at ``now`` as computed, float rounding
+        included: the test only gets easier as time goes on and for smaller
+        requests, so a fresh state decides exactly alike from now on.
+        """
+        tat = state.tat
+        return (
+            tat <= now
+            and not state.pending
+            and tat + self.tau - self.tau - now <= SLACK
+        )
+
     def tokens(self, state: BucketState, now: float) -> float:
         """The tokens available at ``now`` (negative while owing)."""
         if state.tat <= now:
@@ -417,10 +491,17 @@ class SlidingWindowPolicy(_Replay):
     @staticmethod
     def _expire(state: WindowState, now: float) -> None:
         entries = state.entries
-        while entries and entries[0][0] <= now:
-            state.total -= entries.popleft()[1]
-        if not entries:
-            state.total = 0.0
+        if entries is None:
+            return
+        if entries.__class__ is deque:
+            while entries and entries[0][0] <= now:
+                state.total -= entries.popleft()[1]
+            if entries:
+                return
+        elif entries > now:  # type: ignore[operator]
+            return
+        state.entries = None
+        state.total = 0.0
 
     def admit(self, state: WindowState, now: float, cost: float) -> float:
         """
@@ -431,8 +512,7 @@ class SlidingWindowPolicy(_Replay):
         if (
             not pending or pending[-1].at <= now
         ) and state.total + cost <= self.tol:
-            state.entries.append([now + self.window, cost])
-            state.total += cost
+            _push(state, now + self.window, cost)
             return 0.0
         return until(now, self.earliest(state, now, cost, _NEVER))
 
@@ -447,7 +527,7 @@ class SlidingWindowPolicy(_Replay):
         self._expire(state, now)
         at = max(now, _floor(state), not_before)
         remaining = state.total
-        for expires, weight in state.entries:
+        for expires, weight in _rows(state):
             if remaining + cost <= self.tol:
                 break
             # Wait for this row to leave the window.
@@ -473,16 +553,14 @@ class SlidingWindowPolicy(_Replay):
             ``None`` when ``at`` is now (consumed), else the reservation.
         """
         if at <= now:
-            state.entries.append([now + self.window, cost])
-            state.total += cost
+            _push(state, now + self.window, cost)
             return None
         res = Reservation(at, cost, at if pinned else _NEVER)
         self._append(state, res)
         return res
 
     def _append(self, state: WindowState, res: Reservation) -> None:
-        state.entries.append([res.at + self.window, res.cost])
-        state.total += res.cost
+        _push(state, res.at + self.window, res.cost)
         _queue(state).append(res)
 
     def _unbook(self, state: WindowState, i: int) -> list[Reservation]:
@@ -494,9 +572,7 @@ class SlidingWindowPolicy(_Replay):
         # (it was queued, and newcomers queue behind it): their rows are the
         # newest. Drop them from the end.
         for _ in items:
-            state.total -= state.entries.pop()[1]
-        if not state.entries:
-            state.total = 0.0
+            _pop_newest(state)
         return items
 
     def _book(self, state: WindowState, now: float, res: Reservation) -> None:
@@ -506,14 +582,20 @@ class SlidingWindowPolicy(_Replay):
     def forget(self, state: WindowState, now: float) -> list[Reservation]:
         """Empty the window; queued reservations become due now (returned)."""
         served = release_all(state, now)
-        state.entries.clear()
+        state.entries = None
         state.total = 0.0
         return served
 
     def full(self, state: WindowState, now: float) -> bool:
         """Whether forgetting the state would change no decision."""
         entries = state.entries
-        return not state.pending and (not entries or entries[-1][0] <= now)
+        if state.pending:
+            return False
+        if entries is None:
+            return True
+        if entries.__class__ is deque:
+            return entries[-1][0] <= now
+        return entries <= now  # type: ignore[operator]
 
     def queue_full(self, state: _State, now: float) -> bool:  # noqa: ARG002
         """Never: a sliding window bounds no queue."""
