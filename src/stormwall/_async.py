@@ -163,45 +163,57 @@ class AsyncResilientExecutor(ExecutorBase):
                                 ctx, exc, error, attempt, started
                             ),
                         )
-                # A permit the bulkhead then refuses is given back.
-                receipt: list[Any] | None = None
-                try:
-                    if limiter is not None:
-                        wait = (
-                            self._limiter_timeout
-                            if self._deadline is None
-                            else self._limiter_wait(started)
+                if limiter is not None or bulkhead is not None:
+                    # A permit the bulkhead then refuses is given back; no
+                    # wait runs past the deadline (``left``: the time left).
+                    deadline = self._deadline
+                    receipt: list[Any] | None = None
+                    try:
+                        left = (
+                            None
+                            if deadline is None
+                            else started + deadline - clock.now()
                         )
-                        if self._refunds:
-                            receipt = []
-                            await limiter._acquire_refundable_async(
-                                key, 1, wait, ctx, receipt
+                        if limiter is not None:
+                            wait = self._limiter_timeout
+                            if left is not None and (
+                                wait is None or left < wait
+                            ):
+                                wait = left if left > 0 else 0.0
+                            if self._refunds:
+                                receipt = []
+                                waited = (
+                                    await limiter._acquire_refundable_async(
+                                        key, 1, wait, ctx, receipt
+                                    )
+                                )
+                            else:
+                                waited = await limiter._acquire_async(
+                                    key, 1, wait, ctx
+                                )
+                            if left is not None and waited:
+                                left -= waited
+                        if bulkhead is not None:
+                            if left is None:
+                                await bulkhead._acquire_async(ctx)
+                            else:
+                                await bulkhead._acquire_async(ctx, left)
+                    except BaseException as exc:
+                        if receipt:
+                            give_back(receipt)
+                        if breaker is not None:
+                            if remote:
+                                await breaker._release_async(permit)
+                            else:
+                                breaker._release(permit)
+                        if isinstance(exc, RejectedError):
+                            return cast(
+                                "T",
+                                await self._give_up(
+                                    ctx, exc, error, attempt, started
+                                ),
                             )
-                        else:
-                            await limiter._acquire_async(key, 1, wait, ctx)
-                    if bulkhead is not None:
-                        if self._deadline is None:
-                            await bulkhead._acquire_async(ctx)
-                        else:
-                            await bulkhead._acquire_async(
-                                ctx, self._bulkhead_wait(started)
-                            )
-                except BaseException as exc:
-                    if receipt:
-                        give_back(receipt)
-                    if breaker is not None:
-                        if remote:
-                            await breaker._release_async(permit)
-                        else:
-                            breaker._release(permit)
-                    if isinstance(exc, RejectedError):
-                        return cast(
-                            "T",
-                            await self._give_up(
-                                ctx, exc, error, attempt, started
-                            ),
-                        )
-                    raise
+                        raise
 
                 # -- the call
                 attempt += 1

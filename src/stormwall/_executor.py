@@ -224,27 +224,6 @@ class ExecutorBase:
             component._bind(self._name, clock, self._bus, param)
         return clock
 
-    def _limiter_wait(self, started: float) -> float | None:
-        """
-        The longest wait for the limiter (never negative).
-
-        ``limiter_timeout``, or less when the call's deadline comes first.
-        """
-        wait = self._limiter_timeout
-        deadline = self._deadline
-        if deadline is None:
-            return wait
-        left = started + deadline - self._clock.now()
-        left = max(left, 0.0)
-        return left if wait is None or left < wait else wait
-
-    def _bulkhead_wait(self, started: float) -> float | None:
-        """The time left before the call's deadline (``None``: no deadline)."""
-        deadline = self._deadline
-        if deadline is None:
-            return None
-        return max(started + deadline - self._clock.now(), 0.0)
-
     # -- public ---------------------------------------------------------------
 
     @property

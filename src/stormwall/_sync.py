@@ -172,40 +172,50 @@ class ResilientExecutor(ExecutorBase):
                             "T",
                             self._give_up(ctx, exc, error, attempt, started),
                         )
-                # A permit the bulkhead then refuses is given back.
-                receipt: list[Any] | None = None
-                try:
-                    if limiter is not None:
-                        wait = (
-                            self._limiter_timeout
-                            if self._deadline is None
-                            else self._limiter_wait(started)
+                if limiter is not None or bulkhead is not None:
+                    # A permit the bulkhead then refuses is given back; no
+                    # wait runs past the deadline (``left``: the time left).
+                    deadline = self._deadline
+                    receipt: list[Any] | None = None
+                    try:
+                        left = (
+                            None
+                            if deadline is None
+                            else started + deadline - clock.now()
                         )
-                        if self._refunds:
-                            receipt = []
-                            limiter._acquire_refundable(
-                                key, 1, wait, ctx, receipt
+                        if limiter is not None:
+                            wait = self._limiter_timeout
+                            if left is not None and (
+                                wait is None or left < wait
+                            ):
+                                wait = left if left > 0 else 0.0
+                            if self._refunds:
+                                receipt = []
+                                waited = limiter._acquire_refundable(
+                                    key, 1, wait, ctx, receipt
+                                )
+                            else:
+                                waited = limiter._acquire(key, 1, wait, ctx)
+                            if left is not None and waited:
+                                left -= waited
+                        if bulkhead is not None:
+                            if left is None:
+                                bulkhead._acquire(ctx)
+                            else:
+                                bulkhead._acquire(ctx, left)
+                    except BaseException as exc:
+                        if receipt:
+                            give_back(receipt)
+                        if breaker is not None:
+                            breaker._release(permit)
+                        if isinstance(exc, RejectedError):
+                            return cast(
+                                "T",
+                                self._give_up(
+                                    ctx, exc, error, attempt, started
+                                ),
                             )
-                        else:
-                            limiter._acquire(key, 1, wait, ctx)
-                    if bulkhead is not None:
-                        if self._deadline is None:
-                            bulkhead._acquire(ctx)
-                        else:
-                            bulkhead._acquire(
-                                ctx, self._bulkhead_wait(started)
-                            )
-                except BaseException as exc:
-                    if receipt:
-                        give_back(receipt)
-                    if breaker is not None:
-                        breaker._release(permit)
-                    if isinstance(exc, RejectedError):
-                        return cast(
-                            "T",
-                            self._give_up(ctx, exc, error, attempt, started),
-                        )
-                    raise
+                        raise
 
                 # -- the call
                 attempt += 1
@@ -214,7 +224,7 @@ class ResilientExecutor(ExecutorBase):
                     if ctx is not None:
                         self._attempt_started(ctx, attempt, t0)
                     result = fn(*args, **kwargs)
-                    if result.__class__ not in _plain and _awaitable(result):
+                    if type(result) not in _plain and _awaitable(result):
                         raise _AwaitableError(fn, result)  # noqa: TRY301
                 except BaseException as exc:
                     duration = clock.now() - t0 if timed else 0.0
