@@ -528,6 +528,33 @@ class TestPermitRefund:
         assert window.try_acquire("k")
         assert not window.try_acquire("k")
 
+    def test_a_call_cancelled_while_waiting_for_a_slot_gives_back(self):
+        """A task cancelled in the bulkhead queue returns its token."""
+        bucket = TokenBucket(2, 0.001)
+        bulkhead = Bulkhead(1, max_wait=None)
+        ex = AsyncResilientExecutor(
+            "svc", limiter=bucket, bulkhead=bulkhead, clock=MockClock()
+        )
+        assert bulkhead.try_acquire()
+
+        async def work():
+            return "unreached"
+
+        async def scenario():
+            task = asyncio.create_task(ex.run("k", work))
+            for _ in range(10):  # the task reaches the bulkhead queue
+                await asyncio.sleep(0)
+            assert 1 == bulkhead.statistics().waiting
+            assert 1.0 == pytest.approx(bucket.tokens("k"))
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        asyncio.run(scenario())
+
+        assert 2.0 == pytest.approx(bucket.tokens("k"))
+        bulkhead.release()
+
 
 # -- 7. a raising fallback keeps the original failure -------------------------
 
