@@ -28,6 +28,13 @@ async def main() -> None:
 
 assert_type(ResilientExecutor().run("k", fetch), str)
 ResilientExecutor().run("k", fetch, 1)
+
+@ResilientExecutor().protect
+def bare(n: int) -> int:
+    return n
+
+assert_type(bare(1), str)
+bare("1")
 """
 
 
@@ -66,4 +73,4 @@ class TestTyping:
         out = run_mypy(path)
 
         assert 0 != out.returncode
-        assert 3 == out.stdout.count("error:"), out.stdout
+        assert 5 == out.stdout.count("error:"), out.stdout

@@ -11,12 +11,19 @@ import asyncio
 import functools
 import inspect
 import types
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
 
 from ._clock import MonotonicClock, call_at
 from ._errors import AttemptTimeoutError, CircuitOpenError, RejectedError
-from ._executor import ExecutorBase, _outcome, chain, failure_outcome
-from ._sync import _key_function
+from ._executor import (
+    ExecutorBase,
+    _outcome,
+    chain,
+    chain_handled,
+    failure_outcome,
+)
+from ._limiters import give_back
+from ._sync import _protect_args
 
 
 if TYPE_CHECKING:
@@ -52,7 +59,9 @@ class AsyncResilientExecutor(ExecutorBase):
             failure, by default). Kept on the pipeline's clock, so it fires
             in virtual time under `MockClock`.
         limiter_timeout: The longest a call may wait for the limiter;
-            ``None`` waits as long as needed, ``0`` never waits.
+            ``None`` waits as long as needed, ``0`` never waits. A retry
+            policy's ``deadline`` bounds this wait and the bulkhead's too:
+            a wait that would end past it is refused at once.
         fallback: ``fallback(error)`` returns the value of a call that failed
             for good (rejections included); an awaitable it returns is
             awaited.
@@ -60,9 +69,15 @@ class AsyncResilientExecutor(ExecutorBase):
             components were given, else real time).
         bus: Where events go (default: `stormwall.default_bus`).
 
+    Components given no ``name`` take the executor's, so each executor's
+    breaker, limiter and bulkhead report under their own name; two distinct
+    components of one kind and name on one bus are logged as a warning on
+    the ``stormwall`` logger when wired (their metrics would blend).
+
     Raises:
-        ConfigError: a parameter outside its domain, or components whose
-            clocks disagree.
+        ConfigError: a parameter outside its domain, components whose
+            clocks disagree, or a limiter that can never grant the 1 permit
+            an attempt takes.
 
     .. versionadded:: 0.1.0
     """
@@ -96,8 +111,9 @@ class AsyncResilientExecutor(ExecutorBase):
             CircuitOpenError: the breaker is open (chained to the last
                 failure when it opened mid-retry).
             RateLimitedError: the limiter would have made the call wait past
-                ``limiter_timeout``.
-            BulkheadFullError: no concurrency slot within ``max_wait``.
+                ``limiter_timeout``, or past the retry policy's ``deadline``.
+            BulkheadFullError: no concurrency slot within ``max_wait`` (or
+                before the ``deadline``).
             AttemptTimeoutError: the last attempt ran past ``timeout``.
             Exception: ``fn``'s own last exception, when retries ran out.
         """
@@ -147,27 +163,57 @@ class AsyncResilientExecutor(ExecutorBase):
                                 ctx, exc, error, attempt, started
                             ),
                         )
-                try:
-                    if limiter is not None:
-                        await limiter._acquire_async(
-                            key, 1, self._limiter_timeout, ctx
+                if limiter is not None or bulkhead is not None:
+                    # A permit the bulkhead then refuses is given back; no
+                    # wait runs past the deadline (``left``: the time left).
+                    deadline = self._deadline
+                    receipt: list[Any] | None = None
+                    try:
+                        left = (
+                            None
+                            if deadline is None
+                            else started + deadline - clock.now()
                         )
-                    if bulkhead is not None:
-                        await bulkhead._acquire_async(ctx)
-                except BaseException as exc:
-                    if breaker is not None:
-                        if remote:
-                            await breaker._release_async(permit)
-                        else:
-                            breaker._release(permit)
-                    if isinstance(exc, RejectedError):
-                        return cast(
-                            "T",
-                            await self._give_up(
-                                ctx, exc, error, attempt, started
-                            ),
-                        )
-                    raise
+                        if limiter is not None:
+                            wait = self._limiter_timeout
+                            if left is not None and (
+                                wait is None or left < wait
+                            ):
+                                wait = left if left > 0 else 0.0
+                            if self._refunds:
+                                receipt = []
+                                waited = (
+                                    await limiter._acquire_refundable_async(
+                                        key, 1, wait, ctx, receipt
+                                    )
+                                )
+                            else:
+                                waited = await limiter._acquire_async(
+                                    key, 1, wait, ctx
+                                )
+                            if left is not None and waited:
+                                left -= waited
+                        if bulkhead is not None:
+                            if left is None:
+                                await bulkhead._acquire_async(ctx)
+                            else:
+                                await bulkhead._acquire_async(ctx, left)
+                    except BaseException as exc:
+                        if receipt:
+                            give_back(receipt)
+                        if breaker is not None:
+                            if remote:
+                                await breaker._release_async(permit)
+                            else:
+                                breaker._release(permit)
+                        if isinstance(exc, RejectedError):
+                            return cast(
+                                "T",
+                                await self._give_up(
+                                    ctx, exc, error, attempt, started
+                                ),
+                            )
+                        raise
 
                 # -- the call
                 attempt += 1
@@ -328,27 +374,60 @@ class AsyncResilientExecutor(ExecutorBase):
             if inspect.isawaitable(value):
                 value = await value
         except Exception as exc:
+            # As if it had run while handling the failure: keep it.
+            chain_handled(exc, error)
             if ctx is not None:
                 self._call_ended(ctx, "failure", attempts, started, exc)
             raise
         self._fallback_used(ctx, error, attempts, started)
         return value
 
+    @overload
     def protect(
-        self, key: str | Callable[..., str] = "default"
+        self, fn: Callable[P, Awaitable[T]], /
+    ) -> Callable[P, Coroutine[Any, Any, T]]: ...
+
+    @overload
+    def protect(
+        self, key: str = "default", /
     ) -> Callable[
         [Callable[P, Awaitable[T]]], Callable[P, Coroutine[Any, Any, T]]
-    ]:
+    ]: ...
+
+    @overload
+    def protect(
+        self, /, *, key: str | Callable[..., str]
+    ) -> Callable[
+        [Callable[P, Awaitable[T]]], Callable[P, Coroutine[Any, Any, T]]
+    ]: ...
+
+    def protect(
+        self,
+        fn: Any = None,
+        /,
+        *,
+        key: Any = None,
+    ) -> Any:
         """
         Decorate a function so every call of it runs through `run`.
 
+        Use it bare (``@executor.protect``) or called
+        (``@executor.protect(key=...)``); bare, or called without a key,
+        every call uses the key ``"default"``, like `run` callers who share
+        one budget.
+
         Args:
+            fn: The function, when used bare; or a fixed key (a str).
             key: A fixed key, or a function of the call's arguments that
-                returns it (e.g. ``lambda user_id, **_: user_id``).
+                returns it (e.g. ``lambda user_id, **_: user_id``); by
+                keyword, since a function given first is the one to protect.
+
+        Raises:
+            ConfigError: ``key`` is neither a str nor a function.
 
         .. versionadded:: 0.1.0
         """
-        key_of = _key_function(key)
+        key_of, bare = _protect_args(fn, key)
 
         def decorate(
             fn: Callable[P, Awaitable[T]],
@@ -361,7 +440,7 @@ class AsyncResilientExecutor(ExecutorBase):
 
             return wrapper
 
-        return decorate
+        return decorate if bare is None else decorate(bare)
 
 
 _Coroutine = types.CoroutineType

@@ -239,9 +239,13 @@ class Bulkhead(Component):
 
     # -- what the executors call --------------------------------------------
 
-    def _enter(self) -> tuple[_Slot | None, bool, int, int]:
+    def _enter(
+        self, refuse: bool = False
+    ) -> tuple[_Slot | None, bool, int, int]:
         """
         Take a free slot, or queue, or refuse (under the lock).
+
+        ``refuse``: the caller cannot wait at all (its deadline has passed).
 
         Returns:
             ``(slot, entered, in_flight, sequence)``: a slot to wait on when
@@ -254,20 +258,30 @@ class Bulkhead(Component):
                 self._acquired += 1
                 self._sequence += 1
                 return None, True, self._in_flight, self._sequence
-            if self._max_wait == 0:
+            if self._max_wait == 0 or refuse:
                 self._rejected += 1
                 return None, False, self._in_flight, self._sequence
             slot = _Slot()
             self._queue.append(slot)
             return slot, False, 0, 0
 
-    def _acquire(self, ctx: CallContext | None) -> None:
-        slot, entered, in_flight, sequence = self._enter()
+    def _acquire(
+        self, ctx: CallContext | None, limit: float | None = None
+    ) -> None:
+        # ``limit``: the most the caller may wait (the executor passes the
+        # time left before its call's deadline), below ``max_wait``.
+        slot, entered, in_flight, sequence = self._enter(
+            limit is not None and limit <= 0
+        )
         if slot is None:
             self._entered(ctx, entered, in_flight, 0.0, sequence)
             return
         start = self._clock.now()
         deadline = None if self._max_wait is None else start + self._max_wait
+        if limit is not None and (
+            deadline is None or start + limit < deadline
+        ):
+            deadline = start + limit
         try:
             slot.waiter.wait(self._clock, deadline)
         except BaseException:
@@ -275,13 +289,23 @@ class Bulkhead(Component):
             raise
         self._settle(ctx, slot, start)
 
-    async def _acquire_async(self, ctx: CallContext | None) -> None:
-        slot, entered, in_flight, sequence = self._enter()
+    async def _acquire_async(
+        self, ctx: CallContext | None, limit: float | None = None
+    ) -> None:
+        # ``limit``: the most the caller may wait (the executor passes the
+        # time left before its call's deadline), below ``max_wait``.
+        slot, entered, in_flight, sequence = self._enter(
+            limit is not None and limit <= 0
+        )
         if slot is None:
             self._entered(ctx, entered, in_flight, 0.0, sequence)
             return
         start = self._clock.now()
         deadline = None if self._max_wait is None else start + self._max_wait
+        if limit is not None and (
+            deadline is None or start + limit < deadline
+        ):
+            deadline = start + limit
         try:
             await slot.waiter.wait_async(self._clock, deadline)
         except BaseException:

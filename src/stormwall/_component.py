@@ -12,6 +12,10 @@ bus. The rules (docs/internals.md, "Components"):
   clock of the executor it is wired into (standalone: the real clock). Two
   explicit clocks that disagree inside one executor are a `ConfigError` at
   construction, never a silent real sleep in a test.
+- **Name.** A component given ``name=`` keeps it. One given none takes the
+  name of the first executor it is wired into (the unnamed tiers of a
+  composite: the composite's name, their kind, and a number when a kind
+  repeats); standalone, it is named after its kind.
 
 `CallContext` carries who is calling (executor, key, call id, attempt, the
 executor's bus) into a component's decision methods, so the events a
@@ -99,12 +103,14 @@ class Component:
     """
 
     __slots__ = (
+        "__weakref__",
         "_bound_bus",
         "_bound_executor",
         "_clock",
         "_explicit_bus",
         "_explicit_clock",
         "_name",
+        "_named",
     )
 
     def __init__(
@@ -115,6 +121,9 @@ class Component:
         bus: EventBus | None,
     ) -> None:
         self._name = _validate.name("name", name, default=kind)
+        # Left unnamed, it takes the name of the first executor it is wired
+        # into (see `_adopt_name`).
+        self._named = name is not None
         self._explicit_clock = check_clock("clock", clock)
         self._clock: Clock = self._explicit_clock or DEFAULT_CLOCK
         self._explicit_bus = check_bus("bus", bus)
@@ -161,6 +170,19 @@ class Component:
         if self._bound_executor is None:
             self._bound_executor = executor
             self._bound_bus = bus
+            self._adopt_name(executor)
+
+    def _adopt_name(self, name: str) -> None:
+        """
+        Take ``name`` if the component was given none (once).
+
+        Unnamed components would otherwise all report under their kind
+        (``circuit_breaker``), so two executors' breakers would write one
+        metric series.
+        """
+        if not self._named:
+            self._name = name
+            self._named = True
 
     def _bus_for(self, ctx: CallContext | None) -> EventBus:
         """The bus to report on (see the module docstring)."""

@@ -24,6 +24,9 @@ Everything here is decision and bookkeeping; the two shells (`_sync.py`,
 from __future__ import annotations
 
 import itertools
+import logging
+import threading
+import weakref
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _validate
@@ -52,6 +55,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Self
 
+
+logger = logging.getLogger("stormwall")
 
 # Process-unique call ids; `next()` on itertools.count is atomic under the GIL.
 _call_ids = itertools.count(1)
@@ -82,6 +87,7 @@ class ExecutorBase:
         "_buses",
         "_clock",
         "_dated",
+        "_deadline",
         "_fallback",
         "_limiter",
         "_limiter_timeout",
@@ -89,6 +95,7 @@ class ExecutorBase:
         "_name",
         "_observed_generation",
         "_policy",
+        "_refunds",
         "_result_test",
         "_timed",
         "_timeout",
@@ -112,6 +119,8 @@ class ExecutorBase:
         self._limiter: Limiter | None = _optional(
             "limiter", limiter, Limiter, "a Limiter"
         )
+        if self._limiter is not None:
+            _check_grants_one(self._limiter)
         self._policy: RetryPolicy | None = _optional(
             "retry_policy", retry_policy, RetryPolicy, "a RetryPolicy"
         )
@@ -142,9 +151,10 @@ class ExecutorBase:
         # What a call without a listener needs the clock for (each read is a
         # call): its start only for a budget or a deadline, its attempts'
         # durations only for a breaker with a slow-call rule.
-        self._dated = self._budget is not None or (
-            self._policy is not None and self._policy.deadline is not None
+        self._deadline: float | None = (
+            None if self._policy is None else self._policy.deadline
         )
+        self._dated = self._budget is not None or self._deadline is not None
         self._timed = self._breaker is not None and self._breaker._timed
         # The result check, or None when no policy judges results (the
         # policy is frozen): the success path then makes no call for it.
@@ -153,6 +163,13 @@ class ExecutorBase:
             if self._policy is None or self._policy.retry_on_result is None
             else self._policy._retries_result
         )
+        # A permit taken for an attempt the bulkhead then refuses is given
+        # back; the limiter says whether it can take one back.
+        self._refunds = (
+            self._bulkhead is not None
+            and self._limiter is not None
+            and self._limiter._refunds
+        )
         self._check_async_only()
         self._clock = self._bind_components(check_clock("clock", clock))
         buses = [self._bus]
@@ -160,6 +177,7 @@ class ExecutorBase:
             buses.extend(b for b in component._buses() if b not in buses)
         self._buses = tuple(buses)
         self._observed_generation = -1
+        _check_names(self)
 
     def _check_timeout(self, timeout: object) -> float | None:
         return _validate.optional_positive("timeout", timeout, seconds=True)
@@ -509,6 +527,86 @@ def _optional(param: str, value: object, cls: type[Any], what: str) -> Any:
     return _validate.instance_of(param, value, cls, what)
 
 
+def _check_grants_one(limiter: Limiter) -> None:
+    """
+    Refuse a limiter that can never grant the 1 permit an attempt costs.
+
+    Every ``run()`` through it would fail, so it is a configuration error.
+    """
+    for tier in getattr(limiter, "_tiers", None) or (limiter,):
+        most = getattr(tier, "_max_cost", None)
+        if most is not None and most < 1:
+            raise ConfigError(
+                "limiter",
+                f"{tier.name!r} grants at most {most:g} permits at once "
+                f"({getattr(tier, '_what', 'its maximum')}), but every "
+                "attempt takes 1: no call could ever pass; give it 1 or more",
+            )
+
+
+# What the executor says when two distinct components report under one name:
+# their metrics would blend into one series (one label value).
+_KINDS = {
+    "circuit_breaker": "circuit breaker",
+    "limiter": "limiter",
+    "bulkhead": "bulkhead",
+}
+
+# Per bus: (kind, name) -> the component wired under that name. Weak on both
+# sides, so a component (or a bus) nobody uses any more frees its name.
+_wired: weakref.WeakKeyDictionary[
+    EventBus, weakref.WeakValueDictionary[tuple[str, str], Component]
+] = weakref.WeakKeyDictionary()
+_wired_lock = threading.Lock()
+
+
+def _labelled(executor: ExecutorBase) -> list[tuple[str, Component]]:
+    """The executor's components that name a metric series, with kind."""
+    found: list[tuple[str, Component]] = []
+    for param, component in executor._components():
+        if param == "retry_policy":
+            continue
+        if param == "limiter":
+            tiers = getattr(component, "_tiers", None) or (component,)
+            found.extend(("limiter", tier) for tier in tiers)
+        else:
+            found.append((param, component))
+    return found
+
+
+def _check_names(executor: ExecutorBase) -> None:
+    """
+    Warn when a distinct component already reports under the same name.
+
+    Two components of one kind with one name on one bus write one metric
+    series, so their numbers blend (one open breaker and one closed one show
+    as a single breaker). A component object shared by several executors
+    is one series, as it should be, and is never reported.
+    """
+    clashes = []
+    with _wired_lock:
+        for kind, component in _labelled(executor):
+            bus = component._explicit_bus or executor._bus
+            names = _wired.get(bus)
+            if names is None:
+                names = _wired[bus] = weakref.WeakValueDictionary()
+            key = (kind, component.name)
+            seen = names.get(key)
+            if seen is None:
+                names[key] = component
+            elif seen is not component:
+                clashes.append((kind, component))
+    for kind, component in clashes:
+        logger.warning(
+            "executor %r: another %s named %r already reports on this bus; "
+            "their events and metrics will share one name and blend: give "
+            "each its own name=",
+            executor.name,
+            _KINDS[kind],
+            component.name,
+        )
+
+
 def chain(
     later: BaseException,
     failure: BaseException | None,
@@ -530,6 +628,25 @@ def chain(
         later.__cause__ = failure
 
 
+def chain_handled(later: BaseException, failure: BaseException) -> None:
+    """
+    Link ``failure`` as if ``later`` had been raised while handling it.
+
+    At the end of ``later``'s ``__context__`` chain, as Python would have
+    put it had the fallback run inside an ``except`` clause; an explicit
+    ``raise ... from`` of the fallback stays as it is.
+    """
+    seen = set()
+    current = later
+    while current.__context__ is not None and id(current) not in seen:
+        if current.__context__ is failure:
+            return
+        seen.add(id(current))
+        current = current.__context__
+    if current is not failure:
+        current.__context__ = failure
+
+
 def _outcome(error: BaseException) -> str:
     """`AttemptEnded.outcome` for an attempt that raised ``error``."""
     if not isinstance(error, Exception):
@@ -544,4 +661,10 @@ def failure_outcome(error: BaseException, attempts: int) -> str:
     return "failure" if attempts else "rejected"
 
 
-__all__ = ["ExecutorBase", "_outcome", "chain", "failure_outcome"]
+__all__ = [
+    "ExecutorBase",
+    "_outcome",
+    "chain",
+    "chain_handled",
+    "failure_outcome",
+]

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import _validate
 from ._bus import default_bus
@@ -171,12 +171,32 @@ def _cancel(ticket: _Ticket) -> None:
         _notify(later)
 
 
+def _note(receipt: list[Any], ticket: _Ticket) -> None:
+    """Note a served ticket's permits in ``receipt`` (see `give_back`)."""
+    receipt.extend(
+        (tier, state, res.at, res.cost) for tier, state, res in ticket.parts
+    )
+
+
 def _served(ticket: _Ticket) -> None:
     for tier, state, res in ticket.parts:
         with tier._lock:
             tier._policy.complete(state, res)
             tier._waiting -= 1
             tier._waited += 1
+
+
+def give_back(receipt: list[Any]) -> None:
+    """
+    Return the permits noted by `Limiter._acquire_refundable`.
+
+    For an attempt that a later step refused (a full bulkhead): the
+    limiter is left as if the request had never come.
+    """
+    for tier, state, at, cost in receipt:
+        with tier._lock:
+            moved = tier._policy.give_back(state, tier._clock.now(), cost, at)
+        _notify(moved)
 
 
 def _check_key(key: object) -> None:
@@ -215,6 +235,9 @@ class Limiter(Component):
     """
 
     __slots__ = ()
+
+    # Whether `_acquire_refundable` notes what `give_back` can return.
+    _refunds: ClassVar[bool] = False
 
     def try_acquire(self, key: str = "default", cost: float = 1) -> bool:
         """
@@ -317,6 +340,33 @@ class Limiter(Component):
     ) -> float:
         raise NotImplementedError
 
+    def _acquire_refundable(
+        self,
+        key: str,
+        cost: float,
+        timeout: float | None,
+        ctx: CallContext | None,
+        receipt: list[Any],  # noqa: ARG002 - this limiter notes nothing
+    ) -> float:
+        """
+        `_acquire`, noting in ``receipt`` what `give_back` can return.
+
+        A limiter that cannot take permits back (``_refunds`` false) notes
+        nothing.
+        """
+        return self._acquire(key, cost, timeout, ctx)
+
+    async def _acquire_refundable_async(
+        self,
+        key: str,
+        cost: float,
+        timeout: float | None,  # noqa: ASYNC109 - the public name
+        ctx: CallContext | None,
+        receipt: list[Any],  # noqa: ARG002 - this limiter notes nothing
+    ) -> float:
+        """`_acquire_refundable` for asyncio."""
+        return await self._acquire_async(key, cost, timeout, ctx)
+
     def _names(self) -> tuple[str, ...]:
         """The names the limiter reports under (a composite: every tier's)."""
         return (self._name,)
@@ -356,6 +406,7 @@ class _KeyedLimiter(Limiter):
     )
 
     _policy: Any
+    _refunds: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -486,6 +537,7 @@ class _KeyedLimiter(Limiter):
         cost: float,
         timeout: float | None,
         ctx: CallContext | None,
+        receipt: list[Any] | None = None,
     ) -> float:
         if not (
             cost.__class__ in _NUMBERS
@@ -523,12 +575,16 @@ class _KeyedLimiter(Limiter):
             # LimiterAllowed (the tracer) then costs no call here.
             if bus._subs and bus.wants(LimiterAllowed):
                 self._emit(ctx, key, LimiterAllowed, cost=cost)
+            if receipt is not None:
+                receipt.append((self, state, now, cost))
             return 0.0
         if ticket is None:
             self._refused(ctx, key, cost, wait)
         assert ticket is not None  # noqa: S101 - _refused raised
         start = self._clock.now()
         _wait_sync(ticket, self._clock)
+        if receipt is not None:
+            _note(receipt, ticket)
         waited = self._clock.now() - start
         self._emit(ctx, key, LimiterWaited, waited=waited, cost=cost)
         return waited
@@ -539,6 +595,7 @@ class _KeyedLimiter(Limiter):
         cost: float,
         timeout: float | None,  # noqa: ASYNC109 - the public name
         ctx: CallContext | None,
+        receipt: list[Any] | None = None,
     ) -> float:
         if not (
             cost.__class__ in _NUMBERS
@@ -576,15 +633,22 @@ class _KeyedLimiter(Limiter):
             # LimiterAllowed (the tracer) then costs no call here.
             if bus._subs and bus.wants(LimiterAllowed):
                 self._emit(ctx, key, LimiterAllowed, cost=cost)
+            if receipt is not None:
+                receipt.append((self, state, now, cost))
             return 0.0
         if ticket is None:
             self._refused(ctx, key, cost, wait)
         assert ticket is not None  # noqa: S101 - _refused raised
         start = self._clock.now()
         await _wait_async(ticket, self._clock)
+        if receipt is not None:
+            _note(receipt, ticket)
         waited = self._clock.now() - start
         self._emit(ctx, key, LimiterWaited, waited=waited, cost=cost)
         return waited
+
+    _acquire_refundable = _acquire
+    _acquire_refundable_async = _acquire_async
 
     def _refused(
         self, ctx: CallContext | None, key: str, cost: float, wait: float
@@ -986,6 +1050,17 @@ class CompositeLimiter(Limiter):
         self, executor: str, clock: Clock, bus: EventBus, param: str
     ) -> None:
         super()._bind(executor, clock, bus, param)
+        # Unnamed tiers: "<composite>.<kind>", numbered when a kind repeats,
+        # so each tier keeps its own metric series.
+        unnamed = [tier for tier in self._tiers if not tier._named]
+        kinds = [tier.name for tier in unnamed]
+        numbers: dict[str, int] = {}
+        for tier, kind in zip(unnamed, kinds, strict=True):
+            name = f"{self._name}.{kind}"
+            if kinds.count(kind) > 1:
+                numbers[kind] = numbers.get(kind, 0) + 1
+                name += f".{numbers[kind]}"
+            tier._adopt_name(name)
         for tier in self._tiers:
             tier._bind(executor, clock, bus, param)
 
@@ -999,7 +1074,11 @@ class CompositeLimiter(Limiter):
         return float(cost)  # type: ignore[arg-type]
 
     def _begin(
-        self, key: str, cost: float, timeout: float | None
+        self,
+        key: str,
+        cost: float,
+        timeout: float | None,
+        receipt: list[Any] | None = None,
     ) -> tuple[float, _Ticket | None, list[tuple[_KeyedLimiter, float]]]:
         """
         Admit, book or refuse in every tier at once.
@@ -1027,6 +1106,8 @@ class CompositeLimiter(Limiter):
                 for tier, state in zip(tiers, states, strict=True):
                     tier._policy.take(state, now, cost, now)
                     tier._allowed += 1
+                    if receipt is not None:
+                        receipt.append((tier, state, now, cost))
                 self._allowed += 1
                 return 0.0, None, []
             wait = until(now, at)
@@ -1137,8 +1218,9 @@ class CompositeLimiter(Limiter):
         key: str,
         cost: float,
         timeout: float | None,
+        receipt: list[Any] | None = None,
     ) -> tuple[float, _Ticket | None]:
-        wait, ticket, refusals = self._begin(key, cost, timeout)
+        wait, ticket, refusals = self._begin(key, cost, timeout, receipt)
         self._report_outcome(ctx, key, cost, wait, refusals)
         if refusals:
             # Name the tier that binds: the one with the longest wait.
@@ -1159,9 +1241,10 @@ class CompositeLimiter(Limiter):
         cost: float,
         timeout: float | None,
         ctx: CallContext | None,
+        receipt: list[Any] | None = None,
     ) -> float:
         cost, timeout = self._prepare(key, cost, timeout)
-        _, ticket = self._start(ctx, key, cost, timeout)
+        _, ticket = self._start(ctx, key, cost, timeout, receipt)
         if ticket is None:
             return 0.0
         start = self._clock.now()
@@ -1171,6 +1254,8 @@ class CompositeLimiter(Limiter):
             self._settle(cancelled=True)
             raise
         self._settle(cancelled=False)
+        if receipt is not None:
+            _note(receipt, ticket)
         return self._finish(ctx, key, cost, self._clock.now() - start)
 
     async def _acquire_async(
@@ -1179,9 +1264,10 @@ class CompositeLimiter(Limiter):
         cost: float,
         timeout: float | None,  # noqa: ASYNC109 - the public name
         ctx: CallContext | None,
+        receipt: list[Any] | None = None,
     ) -> float:
         cost, timeout = self._prepare(key, cost, timeout)
-        _, ticket = self._start(ctx, key, cost, timeout)
+        _, ticket = self._start(ctx, key, cost, timeout, receipt)
         if ticket is None:
             return 0.0
         start = self._clock.now()
@@ -1191,7 +1277,13 @@ class CompositeLimiter(Limiter):
             self._settle(cancelled=True)
             raise
         self._settle(cancelled=False)
+        if receipt is not None:
+            _note(receipt, ticket)
         return self._finish(ctx, key, cost, self._clock.now() - start)
+
+    _refunds: ClassVar[bool] = True
+    _acquire_refundable = _acquire
+    _acquire_refundable_async = _acquire_async
 
     def _settle(self, *, cancelled: bool) -> None:
         # The composite's own counters share the first tier's lock: any lock

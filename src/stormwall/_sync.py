@@ -8,10 +8,19 @@ diff between the two is ``await`` and which wait primitive is used.
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
+import inspect
+import types
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
 
 from ._errors import CircuitOpenError, ConfigError, RejectedError
-from ._executor import ExecutorBase, _outcome, chain, failure_outcome
+from ._executor import (
+    ExecutorBase,
+    _outcome,
+    chain,
+    chain_handled,
+    failure_outcome,
+)
+from ._limiters import give_back
 
 
 if TYPE_CHECKING:
@@ -44,16 +53,24 @@ class ResilientExecutor(ExecutorBase):
             safely. Use `AsyncResilientExecutor` for per-attempt timeouts, or
             ``RetryPolicy(deadline=...)`` to bound the total time.
         limiter_timeout: The longest a call may wait for the limiter;
-            ``None`` waits as long as needed, ``0`` never waits.
+            ``None`` waits as long as needed, ``0`` never waits. A retry
+            policy's ``deadline`` bounds this wait and the bulkhead's too:
+            a wait that would end past it is refused at once.
         fallback: ``fallback(error)`` returns the value of a call that failed
             for good (rejections included).
         clock: The clock of the whole pipeline (default: the one its
             components were given, else real time).
         bus: Where events go (default: `stormwall.default_bus`).
 
+    Components given no ``name`` take the executor's, so each executor's
+    breaker, limiter and bulkhead report under their own name; two distinct
+    components of one kind and name on one bus are logged as a warning on
+    the ``stormwall`` logger when wired (their metrics would blend).
+
     Raises:
-        ConfigError: a parameter outside its domain, or components whose
-            clocks disagree.
+        ConfigError: a parameter outside its domain, components whose
+            clocks disagree, or a limiter that can never grant the 1 permit
+            an attempt takes.
 
     .. versionadded:: 0.1.0
     """
@@ -111,8 +128,12 @@ class ResilientExecutor(ExecutorBase):
             CircuitOpenError: the breaker is open (chained to the last
                 failure when it opened mid-retry).
             RateLimitedError: the limiter would have made the call wait past
-                ``limiter_timeout``.
-            BulkheadFullError: no concurrency slot within ``max_wait``.
+                ``limiter_timeout``, or past the retry policy's ``deadline``.
+            BulkheadFullError: no concurrency slot within ``max_wait`` (or
+                before the ``deadline``).
+            TypeError: ``fn`` is a coroutine function, or returned an
+                awaitable: use `AsyncResilientExecutor` (not retried, not a
+                breaker failure).
             Exception: ``fn``'s own last exception, when retries ran out.
         """
         # `_open` only when it has work (a key to refuse, a listener to
@@ -151,20 +172,50 @@ class ResilientExecutor(ExecutorBase):
                             "T",
                             self._give_up(ctx, exc, error, attempt, started),
                         )
-                try:
-                    if limiter is not None:
-                        limiter._acquire(key, 1, self._limiter_timeout, ctx)
-                    if bulkhead is not None:
-                        bulkhead._acquire(ctx)
-                except BaseException as exc:
-                    if breaker is not None:
-                        breaker._release(permit)
-                    if isinstance(exc, RejectedError):
-                        return cast(
-                            "T",
-                            self._give_up(ctx, exc, error, attempt, started),
+                if limiter is not None or bulkhead is not None:
+                    # A permit the bulkhead then refuses is given back; no
+                    # wait runs past the deadline (``left``: the time left).
+                    deadline = self._deadline
+                    receipt: list[Any] | None = None
+                    try:
+                        left = (
+                            None
+                            if deadline is None
+                            else started + deadline - clock.now()
                         )
-                    raise
+                        if limiter is not None:
+                            wait = self._limiter_timeout
+                            if left is not None and (
+                                wait is None or left < wait
+                            ):
+                                wait = left if left > 0 else 0.0
+                            if self._refunds:
+                                receipt = []
+                                waited = limiter._acquire_refundable(
+                                    key, 1, wait, ctx, receipt
+                                )
+                            else:
+                                waited = limiter._acquire(key, 1, wait, ctx)
+                            if left is not None and waited:
+                                left -= waited
+                        if bulkhead is not None:
+                            if left is None:
+                                bulkhead._acquire(ctx)
+                            else:
+                                bulkhead._acquire(ctx, left)
+                    except BaseException as exc:
+                        if receipt:
+                            give_back(receipt)
+                        if breaker is not None:
+                            breaker._release(permit)
+                        if isinstance(exc, RejectedError):
+                            return cast(
+                                "T",
+                                self._give_up(
+                                    ctx, exc, error, attempt, started
+                                ),
+                            )
+                        raise
 
                 # -- the call
                 attempt += 1
@@ -173,13 +224,18 @@ class ResilientExecutor(ExecutorBase):
                     if ctx is not None:
                         self._attempt_started(ctx, attempt, t0)
                     result = fn(*args, **kwargs)
+                    if type(result) not in _plain and _awaitable(result):
+                        raise _AwaitableError(fn, result)  # noqa: TRY301
                 except BaseException as exc:
                     duration = clock.now() - t0 if timed else 0.0
                     if bulkhead is not None:
                         bulkhead._release(ctx)
-                    if not isinstance(exc, Exception):
-                        # Interrupted, not failed: free the probe slot,
-                        # record nothing; the outer handler reports it.
+                    if not isinstance(exc, Exception) or isinstance(
+                        exc, _AwaitableError
+                    ):
+                        # Interrupted, not failed (or misused): free the
+                        # probe slot, record nothing; the outer handler
+                        # reports it.
                         if breaker is not None:
                             breaker._release(permit)
                         raise
@@ -281,34 +337,139 @@ class ResilientExecutor(ExecutorBase):
         try:
             value = fallback(error)
         except Exception as exc:
+            # As if it had run while handling the failure: keep it.
+            chain_handled(exc, error)
             if ctx is not None:
                 self._call_ended(ctx, "failure", attempts, started, exc)
             raise
         self._fallback_used(ctx, error, attempts, started)
         return value
 
+    @overload
+    def protect(self, fn: Callable[P, T], /) -> Callable[P, T]: ...
+
+    @overload
     def protect(
-        self, key: str | Callable[..., str] = "default"
-    ) -> Callable[[Callable[P, T]], Callable[P, T]]:
+        self, key: str = "default", /
+    ) -> Callable[[Callable[P, T]], Callable[P, T]]: ...
+
+    @overload
+    def protect(
+        self, /, *, key: str | Callable[..., str]
+    ) -> Callable[[Callable[P, T]], Callable[P, T]]: ...
+
+    def protect(
+        self,
+        fn: Any = None,
+        /,
+        *,
+        key: Any = None,
+    ) -> Any:
         """
         Decorate a function so every call of it runs through `run`.
 
+        Use it bare (``@executor.protect``) or called
+        (``@executor.protect(key=...)``); bare, or called without a key,
+        every call uses the key ``"default"``, like `run` callers who share
+        one budget.
+
         Args:
+            fn: The function, when used bare; or a fixed key (a str).
             key: A fixed key, or a function of the call's arguments that
-                returns it (e.g. ``lambda user_id, **_: user_id``).
+                returns it (e.g. ``lambda user_id, **_: user_id``); by
+                keyword, since a function given first is the one to protect.
+
+        Raises:
+            TypeError: the function is a coroutine function (use
+                `AsyncResilientExecutor`), at decoration time.
+            ConfigError: ``key`` is neither a str nor a function.
 
         .. versionadded:: 0.1.0
         """
-        key_of = _key_function(key)
+        key_of, bare = _protect_args(fn, key)
 
         def decorate(fn: Callable[P, T]) -> Callable[P, T]:
+            if inspect.iscoroutinefunction(fn):
+                raise _AwaitableError(fn, None)
+
             @functools.wraps(fn)
             def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
                 return self.run(key_of(*args, **kwargs), fn, *args, **kwargs)
 
             return wrapper
 
-        return decorate
+        return decorate if bare is None else decorate(bare)
+
+
+def _protect_args(fn: Any, key: Any) -> tuple[Callable[..., str], Any]:
+    """
+    Sort out ``protect``'s forms.
+
+    Returns:
+        The key function, and the function to protect at once when used
+        bare (else ``None``).
+    """
+    if fn is not None and key is not None:
+        raise ConfigError(
+            "key", "give the key once: protect(key=...) or protect('key')"
+        )
+    if fn is None:
+        return _key_function("default" if key is None else key), None
+    if isinstance(fn, str) or not callable(fn):
+        return _key_function(fn), None  # a fixed key, or a ConfigError
+    return _key_function("default"), fn
+
+
+def _awaitable(value: object) -> bool:
+    """
+    Whether a result is awaitable (a misuse of the sync executor).
+
+    Types found plain are remembered, so the check costs a set look-up.
+    """
+    if inspect.isawaitable(value):
+        return True
+    if len(_plain) < _PLAIN_MAX:
+        _plain.add(value.__class__)
+    return False
+
+
+# Result types known not to be awaitable (bounded: dynamic classes are not
+# pinned forever).
+_plain: set[type] = {
+    type(None),
+    bool,
+    int,
+    float,
+    str,
+    bytes,
+    dict,
+    list,
+    tuple,
+}
+_PLAIN_MAX = 1024
+
+
+class _AwaitableError(TypeError):
+    """
+    A coroutine function (or an awaitable) given to the sync executor.
+
+    A usage error: never retried, never recorded as an upstream failure.
+    The coroutine is closed, so Python does not warn it was never awaited.
+    """
+
+    def __init__(self, fn: object, value: object) -> None:
+        if isinstance(value, types.CoroutineType):
+            value.close()
+        name = getattr(fn, "__qualname__", repr(fn))
+        what = (
+            "is a coroutine function"
+            if value is None or isinstance(value, types.CoroutineType)
+            else f"returned {type(value).__name__}, an awaitable"
+        )
+        super().__init__(
+            f"{name} {what}: ResilientExecutor runs synchronous code; use "
+            "AsyncResilientExecutor for coroutine functions"
+        )
 
 
 def _key_function(key: str | Callable[..., str]) -> Callable[..., str]:

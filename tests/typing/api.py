@@ -56,6 +56,12 @@ async def use_async() -> None:
 
     assert_type(await protected("abc"), int)
 
+    @aexecutor.protect
+    async def bare(user_id: str, *, times: int = 1) -> bytes:
+        return user_id.encode() * times
+
+    assert_type(await bare("abc", times=2), bytes)
+
 
 @executor.protect(key="static")
 def protected_sync(n: int) -> float:
@@ -63,6 +69,15 @@ def protected_sync(n: int) -> float:
 
 
 assert_type(protected_sync(3), float)
+
+
+@executor.protect
+def bare_sync(n: int, *, half: bool = False) -> list[int]:
+    return [n // 2 if half else n]
+
+
+assert_type(bare_sync(3, half=True), list[int])
+assert_type(executor.protect("static")(fetch)("1"), dict[str, int])
 
 with EventRecorder() as recorder:
     pass

@@ -370,6 +370,27 @@ class _BucketPolicy(_Replay):
         state.tat = items[0].tat_before
         return items
 
+    def give_back(
+        self, state: BucketState, now: float, cost: float, at: float
+    ) -> list[Reservation]:
+        """
+        Return ``cost`` taken at ``at`` for a request that never ran.
+
+        The bucket gets back the cost less what it refilled since ``at``
+        (that much it would have regained anyway, had the bucket been
+        idle): never more than the request took, so nothing is over-admitted.
+        Reservations booked after it are booked again, earlier.
+
+        Returns:
+            The reservations whose owners must look again at their time.
+        """
+        span = cost / self.rate - max(now - at, 0.0)
+        if span <= 0:
+            return []
+        items = _later(self, state, now)
+        state.tat -= span
+        return self._replay(state, now, items)
+
     def forget(self, state: BucketState, now: float) -> list[Reservation]:
         """Reset to full; queued reservations become due now (returned)."""
         served = release_all(state, now)
@@ -579,6 +600,35 @@ class SlidingWindowPolicy(_Replay):
         res.at = self.earliest(state, now, res.cost, res.not_before)
         self._append(state, res)
 
+    def give_back(
+        self, state: WindowState, now: float, cost: float, at: float
+    ) -> list[Reservation]:
+        """
+        Forget the request of ``cost`` taken at ``at`` that never ran.
+
+        Exactly its own entry leaves the window; reservations booked after it
+        are booked again, earlier.
+
+        Returns:
+            The reservations whose owners must look again at their time.
+        """
+        expires = at + self.window
+        if expires <= now:
+            return []  # already out of the window
+        items = _later(self, state, now)
+        entries = state.entries
+        for i in range(len(entries) - 1, -1, -1):
+            row = entries[i]
+            if row[0] < expires:
+                break
+            if row[0] == expires and row[1] == cost:
+                del entries[i]
+                state.total -= cost
+                break
+        if not entries:
+            state.total = 0.0
+        return self._replay(state, now, items)
+
     def forget(self, state: WindowState, now: float) -> list[Reservation]:
         """Empty the window; queued reservations become due now (returned)."""
         served = release_all(state, now)
@@ -600,6 +650,20 @@ class SlidingWindowPolicy(_Replay):
     def queue_full(self, state: _State, now: float) -> bool:  # noqa: ARG002
         """Never: a sliding window bounds no queue."""
         return False
+
+
+def _later(policy: _Replay, state: _State, now: float) -> list[Reservation]:
+    """
+    Take back the reservations not yet due.
+
+    They were booked after any request being given back: a request is
+    served only once nobody queues before it.
+    """
+    pending = state.pending
+    for i, res in enumerate(pending):
+        if res.at > now:
+            return policy._unbook(state, i)
+    return []
 
 
 def release_all(state: _State, now: float) -> list[Reservation]:
