@@ -617,15 +617,23 @@ class SlidingWindowPolicy(_Replay):
             return []  # already out of the window
         items = _later(self, state, now)
         entries = state.entries
-        for i in range(len(entries) - 1, -1, -1):
-            row = entries[i]
-            if row[0] < expires:
-                break
-            if row[0] == expires and row[1] == cost:
-                del entries[i]
-                state.total -= cost
-                break
-        if not entries:
+        if entries.__class__ is deque:
+            rows: _Rows = entries
+            for i in range(len(rows) - 1, -1, -1):
+                row = rows[i]
+                if row[0] < expires:
+                    break
+                if row[0] == expires and row[1] == cost:
+                    del rows[i]
+                    state.total -= cost
+                    break
+            if len(rows) == 1:  # back to the compact one-request form
+                state.entries, state.total = rows[0]
+            elif not rows:
+                state.entries = None
+                state.total = 0.0
+        elif entries == expires and state.total == cost:
+            state.entries = None  # the lone request was this one
             state.total = 0.0
         return self._replay(state, now, items)
 
