@@ -46,6 +46,26 @@ def _command(port: int, *args: str) -> bytes:
         return s.recv(65536)
 
 
+# A node also listens on its port + 10000 (the cluster bus), so its port
+# must be at most 65535 - 10000 (redis-server refuses to start otherwise).
+_BUS_OFFSET = 10000
+_MAX_PORT = 65535 - _BUS_OFFSET
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port is free too."""
+    while True:
+        port = free_port()
+        if port > _MAX_PORT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind((HOST, port + _BUS_OFFSET))
+            except OSError:
+                continue
+        return port
+
+
 class RedisCluster:
     """Three cluster-enabled redis-servers joined into one cluster."""
 
@@ -64,7 +84,7 @@ class RedisCluster:
     def start(self) -> None:
         """Start the nodes, create the cluster, wait until it serves."""
         while len(set(self.ports)) < 3:
-            self.ports = [free_port() for _ in range(3)]
+            self.ports = [_cluster_port() for _ in range(3)]
         for port in self.ports:
             home = self.workdir / str(port)
             home.mkdir(parents=True, exist_ok=True)
