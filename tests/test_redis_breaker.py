@@ -1374,6 +1374,12 @@ class TestFailClosedMessage:
         assert isinstance(
             info.value.__cause__, redis.exceptions.ConnectionError
         )
+        # The limiters' wording, the time until Redis is tried again.
+        assert str(info.value).startswith(
+            f"{breaker.name!r} refused the call: its redis backend is "
+            "unavailable (on_backend_error='fail_closed'); retry after "
+        )
+        assert 0 < info.value.retry_after <= 1.0
 
 
 class TestDurationBounds:

@@ -508,7 +508,8 @@ class _RedisBreakerCore:
             with self._lock:
                 for token in orphans:
                     self._orphans.pop(token, None)
-        self._cooldown.recovered()
+        if self._cooldown.retry_at is not None:  # no lock while healthy
+            self._cooldown.recovered()
 
     def _run(
         self,
