@@ -292,6 +292,12 @@ COMPARISONS: list[tuple[str, str, str, float | None]] = [
     ),
     (
         "Redis, same server",
+        f"{S_SYNC}/{redis_cases.SHARED_BREAKER}",
+        f"{S_SYNC}/{BREAKER_ONLY}",
+        2.0,
+    ),
+    (
+        "Redis, same server",
         f"{REDIS}/stormwall RedisTokenBucket.try_acquire",
         f"{REDIS}/limits FixedWindowRateLimiter.hit (RedisStorage)",
         None,
@@ -1007,7 +1013,11 @@ METHOD = """\
 - **Redis.** One `redis-server` started for the run on loopback, one client,
   one thread, one key; a decision is one round trip. stormwall
   `RedisTokenBucket` and `RedisSlidingWindow` against limits' fixed and
-  moving windows on `RedisStorage` and pyrate-limiter's `RedisBucket`.
+  moving windows on `RedisStorage` and pyrate-limiter's `RedisBucket`. The
+  shared breaker's success path: the executor holding only the breaker,
+  with `store=RedisBreakerStore(client)` (default `sync_interval=1.0`: one
+  round trip per second, successes batched), against the same executor
+  with the local breaker.
 - **Per-key.** See the section above; peers are measured up to 100k keys
   only, to keep `make bench` within its time budget.
 - **Timing.** `timeit.Timer(callable)` for sync cases, a loop of awaits in

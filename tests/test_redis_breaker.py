@@ -1041,29 +1041,35 @@ class TestErrorReplies:
             "NOPERM this user has no permissions to run the 'evalsha' command",
             "READONLY You can't write against a read only replica.",
             "MISCONF Redis is configured to save RDB snapshots",
+            # An ACL refusal inside the script (Redis 7.0 says ERR).
+            (
+                "ERR The user executing the script can't run this command "
+                "or subcommand script: 104ae65d, on @user_script:1."
+            ),
         ],
     )
     def test_every_error_reply_is_a_backend_failure(self, reply):
-        """The classifier knows every reply of a failing server."""
+        """The classifier (the limiters' too) knows every reply of a
+        failing server."""
         from redis._parsers.base import BaseParser
 
-        from stormwall.backends import _redis_breaker
+        from stormwall.backends._redis_common import is_backend_failure
 
         error = BaseParser.parse_error(reply)
 
-        assert _redis_breaker._backend_failure(error)
+        assert is_backend_failure(error)
 
     def test_a_bug_of_ours_still_raises(self):
         """A script error (a bug here) is not hidden behind the policy."""
         from redis._parsers.base import BaseParser
 
-        from stormwall.backends import _redis_breaker
+        from stormwall.backends._redis_common import is_backend_failure
 
         error = BaseParser.parse_error(
             "ERR user_script:1: Script attempted to access nonexistent"
         )
 
-        assert not _redis_breaker._backend_failure(error)
+        assert not is_backend_failure(error)
 
 
 def socket_to(server):
@@ -1368,6 +1374,12 @@ class TestFailClosedMessage:
         assert isinstance(
             info.value.__cause__, redis.exceptions.ConnectionError
         )
+        # The limiters' wording, the time until Redis is tried again.
+        assert str(info.value).startswith(
+            f"{breaker.name!r} refused the call: its redis backend is "
+            "unavailable (on_backend_error='fail_closed'); retry after "
+        )
+        assert 0 < info.value.retry_after <= 1.0
 
 
 class TestDurationBounds:

@@ -1,10 +1,11 @@
 """
 A Redis outage is visible: metrics on both paths, span events, log lines.
 
-Most tests point a Redis limiter at a loopback port nobody listens on (the
-connection is refused at once, no server needed) and drive the cooldown
-with a `MockClock`; the last one kills and restarts a real redis-server and
-reads the counters from a served ``/metrics`` page.
+Most tests point a Redis limiter (or the shared breaker's store) at a
+loopback port nobody listens on (the connection is refused at once, no
+server needed) and drive the cooldown with a `MockClock`; the last ones kill
+and restart a real redis-server and read the counters from a served
+``/metrics`` page. The breaker store is counted exactly like the limiters.
 """
 
 from __future__ import annotations
@@ -34,12 +35,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from _otel_compat import prometheus_reader
 from stormwall import (
     BackendUnavailableError,
+    CircuitBreaker,
+    CircuitOpenError,
     EventBus,
     MockClock,
     RateLimitedError,
     ResilientExecutor,
 )
-from stormwall.backends.redis import RedisTokenBucket
+from stormwall.backends.redis import RedisBreakerStore, RedisTokenBucket
 from stormwall.exporters.logging import LoggingExporter
 from stormwall.exporters.otel import MetricsExporter, TracingExporter
 from stormwall.exporters.prometheus import PrometheusExporter, serve_metrics
@@ -72,6 +75,28 @@ def outage(limiter, clock, calls=5, step=0.5):
             results.append("raised")
         clock.advance(step)
     return results
+
+
+def breaker_outage(executor, clock, calls=5, step=0.5):
+    """`outage` through an executor with a shared breaker: its results."""
+    results = []
+    for _ in range(calls):
+        try:
+            results.append(executor.run("k", lambda: True))
+        except CircuitOpenError:
+            results.append(False)
+        clock.advance(step)
+    return results
+
+
+def both_paths(bus):
+    """A Prometheus and an OTel metrics exporter on ``bus``: registries."""
+    prom_registry = CollectorRegistry()
+    PrometheusExporter(prom_registry).attach(bus)
+    otel_registry = CollectorRegistry()
+    provider = MeterProvider(metric_readers=[prometheus_reader(otel_registry)])
+    MetricsExporter(provider).attach(bus)
+    return prom_registry, otel_registry, provider
 
 
 def series(text):
@@ -134,6 +159,48 @@ class TestMetrics:
                 "stormwall_backend_decisions_total",
                 (("component", "api"), ("decision", "fail_open")),
             ): 5.0,
+        } == prom
+        assert prom == otel
+
+    def test_breaker_store_counted_like_the_limiters(self, dead_client):
+        """
+        The shared breaker over a dead Redis: 5 calls over 2 s with
+        retry_interval=1, on both paths alike. As for a limiter, only the
+        round trips that failed are errors (one per retry_interval), and
+        every decision taken by the policy is counted: the 5 admissions,
+        plus the state the executor reads before its first call (a poll
+        answered by fail_open with the in-process breaker's state).
+        """
+        bus = EventBus()
+        prom_registry, otel_registry, provider = both_paths(bus)
+        clock = MockClock()
+        breaker = CircuitBreaker(
+            "api",
+            store=RedisBreakerStore(
+                dead_client, on_backend_error="fail_open", retry_interval=1
+            ),
+            clock=clock,
+            bus=bus,
+        )
+        executor = ResilientExecutor(
+            "svc", circuit_breaker=breaker, clock=clock, bus=bus
+        )
+        try:
+            assert [True] * 5 == breaker_outage(executor, clock)
+            prom = series(generate_latest(prom_registry).decode())
+            otel = series(generate_latest(otel_registry).decode())
+        finally:
+            provider.shutdown()
+
+        assert {
+            (
+                "stormwall_backend_errors_total",
+                (("component", "api"), ("error_type", "ConnectionError")),
+            ): 3.0,
+            (
+                "stormwall_backend_decisions_total",
+                (("component", "api"), ("decision", "fail_open")),
+            ): 6.0,
         } == prom
         assert prom == otel
 
@@ -322,4 +389,62 @@ def test_killed_server_counted_on_metrics_then_recovery(redis_server):
                 ),
             )
     finally:
+        client.close()
+
+
+@pytest.mark.integration
+def test_killed_server_under_breaker_store_counted_on_metrics(redis_server):
+    """
+    The shared breaker over a killed redis-server: every decision follows
+    fail_closed, counted on a served /metrics page and on the OTel path
+    alike, as for a limiter; restarted, Redis decides again.
+    """
+    bus = EventBus()
+    prom_registry, otel_registry, provider = both_paths(bus)
+    clock = MockClock()
+    client = redis.Redis.from_url(redis_server.url)
+    breaker = CircuitBreaker(
+        "payments",
+        store=RedisBreakerStore(
+            client,
+            on_backend_error="fail_closed",
+            retry_interval=1,
+            sync_interval=1e-6,  # every admission asks Redis
+        ),
+        clock=clock,
+        bus=bus,
+    )
+    executor = ResilientExecutor(
+        "svc", circuit_breaker=breaker, clock=clock, bus=bus
+    )
+    expected = {
+        (
+            "stormwall_backend_errors_total",
+            (("component", "payments"), ("error_type", "ConnectionError")),
+        ): 2.0,
+        (
+            "stormwall_backend_decisions_total",
+            (("component", "payments"), ("decision", "fail_closed")),
+        ): 4.0,
+    }
+    try:
+        with serve_metrics(registry=prom_registry) as server:
+            assert True is executor.run("k", lambda: True)
+            redis_server.stop()
+            assert [False] * 4 == breaker_outage(executor, clock, calls=4)
+
+            with urllib.request.urlopen(server.url, timeout=5) as page:  # noqa: S310 - loopback
+                text = page.read().decode()
+            assert expected == series(text)
+            assert expected == series(generate_latest(otel_registry).decode())
+
+            redis_server.start()
+            clock.advance(1)  # retry_interval: Redis is probed again
+            # Restarted empty: closed, and Redis decides again.
+            assert [True, True] == breaker_outage(executor, clock, calls=2)
+            assert "closed" == breaker.state.value
+            assert expected == series(text)
+            assert expected == series(generate_latest(prom_registry).decode())
+    finally:
+        provider.shutdown()
         client.close()

@@ -11,6 +11,12 @@ round trip (a Lua script) per decision. stormwall's ``RedisTokenBucket`` and
 ``redis_rate_limit`` (a token bucket in a Lua script, as a decorator around
 a function doing nothing) when it is installed. Skipped, with a note in the
 report, when ``redis-server`` is not on PATH.
+
+Also the shared breaker's success path, in the sync success-path group next
+to the local breaker: an executor holding only
+``CircuitBreaker(store=RedisBreakerStore(client))`` (default
+``sync_interval``: one round trip per second, successes batched), configured
+as the local one.
 """
 
 from __future__ import annotations
@@ -23,10 +29,12 @@ import time
 
 from _harness import Case
 
-from cases.common import HUGE
+from cases.common import FAILURES, HUGE, RECOVERY, fn
+from cases.executors import SYNC
 
 
 GROUP = "Redis decision, sync client"
+SHARED_BREAKER = "stormwall run(): breaker only, RedisBreakerStore"
 # limits' moving window keeps every hit (up to the limit) in a Redis list:
 # a limit the run can reach in a minute, not HUGE.
 WINDOW_LIMIT = 10**7
@@ -89,13 +97,29 @@ def cases(url: str) -> tuple[list[Case], list[object]]:
     """The cases, and what to close once they have run."""
     import redis
 
-    from stormwall.backends.redis import RedisSlidingWindow, RedisTokenBucket
+    from stormwall import CircuitBreaker, EventBus, ResilientExecutor
+    from stormwall.backends.redis import (
+        RedisBreakerStore,
+        RedisSlidingWindow,
+        RedisTokenBucket,
+    )
 
     client = redis.Redis.from_url(url)
     closers: list[object] = [client.close]
     tb = RedisTokenBucket(client, HUGE, HUGE, name="bench-tb")
     sw = RedisSlidingWindow(client, WINDOW_LIMIT, 60, name="bench-sw")
+    shared = ResilientExecutor(
+        "bench",
+        circuit_breaker=CircuitBreaker(
+            "bench-shared",
+            failure_threshold=FAILURES,
+            recovery_timeout=RECOVERY,
+            store=RedisBreakerStore(client),
+        ),
+        bus=EventBus(),
+    )
     out = [
+        Case(SYNC, SHARED_BREAKER, lambda: shared.run("k", fn)),
         Case(
             GROUP,
             "stormwall RedisTokenBucket.try_acquire",

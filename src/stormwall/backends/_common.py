@@ -7,16 +7,15 @@ Standard library only.
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeVar
 
-from .._errors import BackendUnavailableError, ConfigError
+from .._errors import BackendUnavailableError, ConfigError, RejectedError
 from .._events import BackendError
 from .._validate import positive
 
 
 if TYPE_CHECKING:
     from .._component import CallContext, Component
-    from .._errors import RejectedError
 
 
 POLICIES: Final = ("fail_open", "fail_closed", "raise")
@@ -209,9 +208,12 @@ class Cooldown:
             self.last_error = None
 
 
+_Rejection = TypeVar("_Rejection", bound=RejectedError)
+
+
 def unavailable(
-    rejection: RejectedError, component: str, backend: str
-) -> RejectedError:
+    rejection: _Rejection, component: str, backend: str
+) -> _Rejection:
     """
     ``rejection`` (a `fail_closed` refusal), saying the backend is down.
 

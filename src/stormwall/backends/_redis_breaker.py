@@ -42,13 +42,16 @@ idempotent and leaves a tombstone, so an admit still on its way takes
 nothing when it arrives. A slot whose process died is freed after
 ``probe_timeout``.
 
-Redis trouble. Every failure (connection, timeout, error replies such as
-OOM, NOPERM, READONLY, LOADING, CLUSTERDOWN, MASTERDOWN, BUSY) follows
-``on_backend_error``. No round trip waits longer than ``backend_timeout``
-(the store uses its own bounded connections for a blocking client, and a
-deadline for an asyncio one). After a failure Redis is left alone for
-``retry_interval``: meanwhile the policy decides at once, and then one call
-tries Redis again.
+Redis trouble is handled exactly as for the Redis limiters, with the same
+plumbing (``_redis_common``, ``_common``). Every failure (connection,
+timeout, error replies such as OOM, NOPERM, READONLY, LOADING, CLUSTERDOWN,
+MASTERDOWN, BUSY: `is_backend_failure`) follows ``on_backend_error``. No
+round trip waits longer than ``backend_timeout`` (`bounded_client` for a
+blocking client, shared with the limiters on the same client; a deadline
+for an asyncio one). After a failure each breaker leaves Redis alone for
+``retry_interval`` on its clock (`Cooldown`): meanwhile the policy decides
+at once (``BackendError(cooldown=True)``), and then one call tries Redis
+again. Every duration a script receives is at most `MAX_SCRIPT_DURATION`.
 """
 
 from __future__ import annotations
@@ -63,10 +66,7 @@ import threading
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Final
 
-import redis
 import redis.exceptions
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from .. import _validate
 from .._breaker import Admission, BreakerStore, Snapshot
@@ -77,10 +77,25 @@ from .._core._breaker import (
     CircuitState,
     Transition,
 )
-from .._errors import BackendUnavailableError, CircuitOpenError, ConfigError
+from .._errors import BackendUnavailableError, CircuitOpenError
 from .._events import BreakerRejected
-from ._common import check_policy, check_prefix, report_failure
-from ._redis_common import BACKEND, check_client
+from ._common import (
+    Cooldown,
+    check_backend_timeout,
+    check_duration,
+    check_policy,
+    check_prefix,
+    check_retry_interval,
+    report_failure,
+    unavailable,
+)
+from ._redis_common import (
+    BACKEND,
+    bounded_client,
+    check_client,
+    is_backend_failure,
+    redis_key,
+)
 
 
 if TYPE_CHECKING:
@@ -108,20 +123,15 @@ _NEVER: Final = -math.inf
 _STATE, _GEN, _PERMIT, _FROM, _REASON, _RETRY = range(6)
 _CF: Final = 8
 
-# Durations the script receives are bounded: in microseconds they must stay
-# exact in a Lua double (2**53 us is 285 years) and, doubled, within what
-# PEXPIRE accepts. A year is far beyond any sane setting.
-MAX_SECONDS: Final = 366 * 86400.0
-
 # A probe permit carries its slot's token above the generation's bits.
 _GEN_BITS: Final = 64
 _GEN_MASK: Final = (1 << _GEN_BITS) - 1
 # Tokens of failed round trips kept to give up with the next one, at most.
 _MAX_ORPHANS: Final = 64
 
-# The local clock only measures how old the cached view is and how long
-# Redis has been failing; it never takes a breaker decision (Redis TIME
-# does), so it is always the real one.
+# How old the cached view is, in real time: it never takes a breaker
+# decision (Redis TIME does). How long Redis has been failing is measured on
+# the breaker's clock, as for any component (its `Cooldown`).
 _real_now: Final = DEFAULT_CLOCK.now
 
 
@@ -130,159 +140,11 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-# -- what counts as "Redis failed" --------------------------------------------
-
-# Error replies of a server that cannot serve us now (full, read-only,
-# loading, busy, denied, part of a broken cluster), by their code. Any
-# other error reply is a bug of ours (a script error) and raises.
-_FAILING_REPLIES: Final = frozenset(
-    {
-        "OOM",
-        "NOPERM",
-        "READONLY",
-        "LOADING",
-        "CLUSTERDOWN",
-        "MASTERDOWN",
-        "BUSY",
-        "TRYAGAIN",
-        "MISCONF",
-        "NOREPLICAS",
-        "NOAUTH",
-        "WRONGPASS",
-    }
-)
-_FAILURE_TYPES: Final = (
-    redis.exceptions.ConnectionError,  # refused, reset, auth, max clients
-    redis.exceptions.TimeoutError,
-    redis.exceptions.BusyLoadingError,
-    redis.exceptions.ReadOnlyError,
-    redis.exceptions.OutOfMemoryError,
-    redis.exceptions.NoPermissionError,
-    redis.exceptions.ClusterError,
-    redis.exceptions.TryAgainError,
-    redis.exceptions.InvalidResponse,  # a corrupt stream: reconnect
-    OSError,  # TimeoutError (our deadline) included
-)
-
-
-def _backend_failure(error: BaseException) -> bool:
-    """Whether ``error`` is Redis failing (the policy applies), not a bug."""
-    if isinstance(error, _FAILURE_TYPES):
-        return True
-    if isinstance(error, redis.exceptions.ResponseError):
-        code = getattr(error, "status_code", None)
-        if code is None:
-            code = str(error).split(" ", 1)[0]
-        if code in _FAILING_REPLIES:
-            return True
-        # An ACL refusal raised inside a script comes back as ERR.
-        return "can't access" in str(error) or "no permissions" in str(error)
-    return False
-
-
-# -- the shared plumbing (to be replaced by backends/_redis_common) -----------
-
-
-def _breaker_keys(prefix: str, name: str) -> tuple[str, str, str]:
-    """``prefix:{name}:KIND`` for each of a breaker's three keys."""
-    base = f"{prefix}:{{{name}}}:"
-    return (base + "cb", base + "cbw", base + "cbp")
-
-
-def _bounded_duration(param: str, value: float) -> float:
-    """``value``, at most `MAX_SECONDS`."""
-    if value > MAX_SECONDS:
-        raise ConfigError(
-            param, f"must be at most {MAX_SECONDS:g} s (a year), got {value:g}"
-        )
-    return value
-
-
 def _seconds(param: str, value: object) -> float:
-    """A positive, finite, bounded number of seconds."""
-    return _bounded_duration(
+    """A positive number of seconds a script receives (bounded)."""
+    return check_duration(
         param, _validate.positive(param, value, seconds=True)
     )
-
-
-def _bounded_client(client: Any, timeout: float) -> Any:
-    """
-    A blocking client whose round trips take ``timeout`` at most.
-
-    A twin of ``client`` (same connection class, server, credentials, TLS)
-    in its own pool, with ``timeout`` for connecting and for each reply and
-    no retries: whatever the user's client options, a decision never waits
-    on a dead or slow Redis for longer. A cluster client is used as it is
-    (its own ``socket_timeout`` applies).
-    """
-    if not isinstance(client, redis.Redis):
-        return client
-    pool = client.connection_pool
-    if type(pool) not in {redis.ConnectionPool, redis.BlockingConnectionPool}:
-        return client  # e.g. Sentinel: it manages its own connections
-    kwargs = {
-        k: v
-        for k, v in pool.connection_kwargs.items()
-        if k
-        not in {
-            "maint_notifications_pool_handler",
-            "orig_host_address",
-            "orig_socket_timeout",
-            "orig_socket_connect_timeout",
-        }
-    }
-    kwargs.update(
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
-    )
-    twin = redis.ConnectionPool(
-        connection_class=pool.connection_class, **kwargs
-    )
-    return redis.Redis(connection_pool=twin)
-
-
-class _Cooldown:
-    """
-    After a failure, leave Redis alone for ``interval`` seconds.
-
-    `blocked` answers "must this call not ask Redis?"; when the interval
-    is over, exactly one caller is let through (it re-probes) and the
-    others stay blocked for another interval unless it succeeds.
-    """
-
-    __slots__ = ("_interval", "_lock", "_until", "error")
-
-    def __init__(self, interval: float) -> None:
-        self._interval = interval
-        self._until = _NEVER
-        self._lock = threading.Lock()
-        self.error: BaseException | None = None
-
-    def blocked(self, now: float) -> bool:
-        until = self._until
-        if until == _NEVER:
-            return False
-        if now < until:
-            return True
-        with self._lock:
-            if now < self._until:
-                return True
-            self._until = now + self._interval  # this caller re-probes
-        return False
-
-    def remaining(self, now: float) -> float:
-        """Seconds until Redis is tried again (0 when it may be now)."""
-        return max(0.0, self._until - now)
-
-    def failed(self, error: BaseException) -> None:
-        self.error = error
-        self._until = _real_now() + self._interval
-
-    def recovered(self) -> None:
-        if self._until != _NEVER:
-            self._until = _NEVER
-            self.error = None
 
 
 class RedisBreakerStore(BreakerStore):
@@ -340,8 +202,10 @@ class RedisBreakerStore(BreakerStore):
 
     No decision waits on Redis longer than ``backend_timeout``, whatever
     the client's own timeouts and retries; after a failure, Redis is tried
-    again by one call per ``retry_interval`` and the policy answers the
-    others at once. Recovery needs no restart.
+    again by one call of that breaker per ``retry_interval`` (on the
+    breaker's clock, as a limiter's cooldown) and the policy answers the
+    others at once, reported as ``BackendError(cooldown=True)``. Recovery
+    needs no restart.
 
     Recording an outcome never raises: if Redis fails then, the outcome is
     lost and a ``BackendError`` is reported. ``force_open``, ``disable``
@@ -372,11 +236,12 @@ class RedisBreakerStore(BreakerStore):
             starts over, closed); never less than twice its longest open
             period or time window.
         backend_timeout: Seconds a round trip may take before Redis counts
-            as failing (connecting and each reply). A few times your Redis
-            latency: 0.1 s (default) is generous on a LAN.
+            as failing (connecting and each reply), at most 60. A few times
+            your Redis latency: 0.1 s (default) is generous on a LAN.
         retry_interval: Seconds Redis is left alone after a failure, while
-            the policy decides at once. Short enough to notice recovery
-            soon, long enough not to pile up timeouts: 1 s (default).
+            the policy decides at once, at most 3600. Short enough to
+            notice recovery soon, long enough not to pile up timeouts: 1 s
+            (default).
 
     Raises:
         ConfigError: A parameter is outside its domain, naming it.
@@ -386,11 +251,11 @@ class RedisBreakerStore(BreakerStore):
 
     __slots__ = (
         "_client",
-        "_cooldown",
         "_is_async",
         "_policy",
         "_prefix",
         "_probe_timeout",
+        "_retry_interval",
         "_runner",
         "_script",
         "_sync_interval",
@@ -417,17 +282,14 @@ class RedisBreakerStore(BreakerStore):
         self._sync_interval = _seconds("sync_interval", sync_interval)
         self._probe_timeout = _seconds("probe_timeout", probe_timeout)
         self._ttl = _seconds("ttl", ttl)
-        self._timeout = _seconds("backend_timeout", backend_timeout)
-        self._cooldown = _Cooldown(_seconds("retry_interval", retry_interval))
+        self._timeout = check_backend_timeout(backend_timeout)
+        self._retry_interval = check_retry_interval(retry_interval)
         redis_client: Any = client
         self._client = redis_client
         # The client round trips go through: a bounded twin of a blocking
-        # one; an asyncio one as is (each round trip gets a deadline).
-        self._runner: Any = (
-            redis_client
-            if self._is_async
-            else _bounded_client(redis_client, self._timeout)
-        )
+        # one (shared with the limiters on the same client); an asyncio one
+        # as is (each round trip gets a deadline).
+        self._runner: Any = bounded_client(redis_client, self._timeout)
         # One Script for every breaker of this store: loaded once per
         # server, run by SHA (redis-py handles NOSCRIPT).
         self._script: Any = redis_client.register_script(_SCRIPT)
@@ -453,7 +315,7 @@ class RedisBreakerStore(BreakerStore):
         ):
             value = getattr(config, param)
             if value is not None:
-                _bounded_duration(param, value)
+                check_duration(param, value)
         # The store reads a call's duration only for the slow-call rule:
         # without it, spare the executors their two clock reads per attempt
         # (the hot path), as a local breaker does.
@@ -574,9 +436,12 @@ class _RedisBreakerCore:
         self._script = store._script
         self._runner = store._runner
         self._timeout = store._timeout
-        self._cooldown = store._cooldown
+        # Per breaker, on its clock, like a limiter's: after a failure this
+        # breaker asks Redis again once per retry_interval.
+        self._cooldown = Cooldown(store._retry_interval)
         self._interval = store._sync_interval
-        self._keys = _breaker_keys(store._prefix, breaker.name)
+        head = redis_key(store._prefix, breaker.name)
+        self._keys = (head + ":cb", head + ":cbw", head + ":cbp")
         self._args = _config_args(config, store._ttl, store._probe_timeout)
         # Which successes may wait in the batch: those that cannot trip
         # the breaker (not slow under a slow-call rule).
@@ -643,7 +508,8 @@ class _RedisBreakerCore:
             with self._lock:
                 for token in orphans:
                     self._orphans.pop(token, None)
-        self._cooldown.recovered()
+        if self._cooldown.retry_at is not None:  # no lock while healthy
+            self._cooldown.recovered()
 
     def _run(
         self,
@@ -795,27 +661,45 @@ class _RedisBreakerCore:
     def _down(self, error: BaseException) -> None:
         """Redis failed: distrust the view, leave Redis alone a while."""
         self._synced = self._fresh_until = _NEVER
-        self._cooldown.failed(error)
+        self._cooldown.failed(self._breaker.clock.now(), error)
+
+    def _cooling(self) -> bool:
+        """Whether Redis failed less than ``retry_interval`` ago."""
+        cooldown = self._cooldown
+        return cooldown.retry_at is not None and cooldown.blocked(
+            self._breaker.clock.now()
+        )
 
     def _last_error(self) -> BaseException:
-        error = self._cooldown.error
+        error = self._cooldown.last_error
         if error is None:  # pragma: no cover - set with the cooldown
             error = redis.exceptions.ConnectionError("redis is failing")
         return error
 
     def _failed(
-        self, ctx: CallContext | None, operation: str, error: BaseException
+        self,
+        ctx: CallContext | None,
+        operation: str,
+        error: BaseException,
+        *,
+        cooldown: bool,
     ) -> None:
         """Report a failure (raising under "raise")."""
         report_failure(
-            self._breaker, ctx, BACKEND, operation, self._policy, error
+            self._breaker,
+            ctx,
+            BACKEND,
+            operation,
+            self._policy,
+            error,
+            cooldown=cooldown,
         )
 
     def _admit_locally(
-        self, ctx: CallContext | None, error: BaseException
+        self, ctx: CallContext | None, error: BaseException, *, cooldown: bool
     ) -> Admission:
         """Apply the policy to an admission Redis could not decide."""
-        self._failed(ctx, "admit", error)
+        self._failed(ctx, "admit", error, cooldown=cooldown)
         if self._policy != "fail_open":
             raise self._backend_rejection(ctx, error)
         with self._lock:
@@ -836,7 +720,9 @@ class _RedisBreakerCore:
     ) -> CircuitOpenError:
         """The "fail_closed" rejection: it says Redis is the problem."""
         name = self._breaker.name
-        retry_after = self._cooldown.remaining(_real_now())
+        retry_at = self._cooldown.retry_at
+        now = self._breaker.clock.now()
+        retry_after = 0.0 if retry_at is None else max(0.0, retry_at - now)
         self._breaker._report(
             ctx,
             BreakerRejected,
@@ -844,13 +730,8 @@ class _RedisBreakerCore:
             state=_OPEN.value,
             retry_after=retry_after,
         )
-        rejection = CircuitOpenError(name, retry_after, _OPEN.value)
-        rejection.args = (
-            (
-                f"circuit {name!r} rejects the call: its {BACKEND} backend "
-                f"is unavailable ({type(error).__name__}: {error}); "
-                "on_backend_error='fail_closed'"
-            ),
+        rejection = unavailable(
+            CircuitOpenError(name, retry_after, _OPEN.value), name, BACKEND
         )
         rejection.__cause__ = error
         return rejection
@@ -863,11 +744,16 @@ class _RedisBreakerCore:
         return fallback
 
     def _record_locally(
-        self, ctx: CallContext | None, operation: str, error: BaseException
+        self,
+        ctx: CallContext | None,
+        operation: str,
+        error: BaseException,
+        *,
+        cooldown: bool,
     ) -> None:
         """Report a lost outcome; recording never raises."""
         with contextlib.suppress(BackendUnavailableError):
-            self._failed(ctx, operation, error)
+            self._failed(ctx, operation, error, cooldown=cooldown)
 
     def _fallback_outcome(
         self, op: str, permit: int, duration: float
@@ -889,10 +775,10 @@ class _RedisBreakerCore:
         return _unsequenced(change)
 
     def _local_snapshot(
-        self, ctx: CallContext | None, error: BaseException
+        self, ctx: CallContext | None, error: BaseException, *, cooldown: bool
     ) -> Snapshot:
         """The view to show when Redis cannot be asked."""
-        self._failed(ctx, "poll", error)
+        self._failed(ctx, "poll", error, cooldown=cooldown)
         if self._policy != "fail_open":
             return Snapshot(BreakerRecord(_OPEN), (0, 0, 0), None, None)
         with self._lock:
@@ -947,18 +833,18 @@ class _RedisBreakerCore:
         decision = self._decide_here(now)
         if decision is not None:
             return decision
-        if self._cooldown.blocked(now):
-            return self._admit_locally(ctx, self._last_error())
+        if self._cooling():
+            return self._admit_locally(ctx, self._last_error(), cooldown=True)
         token = _token()
         self._syncing = True
         try:
             reply = self._run("admit", token=token)
         except BaseException as exc:
             self._orphan(token)  # it may have taken a probe slot
-            if not _backend_failure(exc):
+            if not is_backend_failure(exc):
                 raise
             self._down(exc)
-            return self._admit_locally(ctx, exc)
+            return self._admit_locally(ctx, exc, cooldown=False)
         finally:
             self._syncing = False
         return self._admission(reply, token)
@@ -1003,18 +889,18 @@ class _RedisBreakerCore:
         gen, token = _split(permit)
         if op == "release" and not token:
             return None
-        if self._cooldown.blocked(_real_now()):
+        if self._cooling():
             self._orphan(token)
-            self._record_locally(ctx, op, self._last_error())
+            self._record_locally(ctx, op, self._last_error(), cooldown=True)
             return None
         try:
             reply = self._run(op, gen, duration, token)
         except BaseException as exc:
             self._orphan(token)
-            if not _backend_failure(exc):
+            if not is_backend_failure(exc):
                 raise
             self._down(exc)
-            self._record_locally(ctx, op, exc)
+            self._record_locally(ctx, op, exc, cooldown=False)
             return None
         return self._absorb(reply)
 
@@ -1023,7 +909,7 @@ class _RedisBreakerCore:
         try:
             reply = self._run(op)
         except Exception as exc:
-            if not _backend_failure(exc):
+            if not is_backend_failure(exc):
                 raise
             self._operate_failed(ctx, op, exc)
             raise  # pragma: no cover - _operate_failed raised
@@ -1031,15 +917,15 @@ class _RedisBreakerCore:
 
     def snapshot(self, ctx: CallContext | None) -> Snapshot:
         """Everything, as Redis has it now."""
-        if self._cooldown.blocked(_real_now()):
-            return self._local_snapshot(ctx, self._last_error())
+        if self._cooling():
+            return self._local_snapshot(ctx, self._last_error(), cooldown=True)
         try:
             reply = self._run("poll")
         except Exception as exc:
-            if not _backend_failure(exc):
+            if not is_backend_failure(exc):
                 raise
             self._down(exc)
-            return self._local_snapshot(ctx, exc)
+            return self._local_snapshot(ctx, exc, cooldown=False)
         return self._snapshot(reply)
 
     # -- the SharedCore operations (asyncio) ----------------------------------
@@ -1052,20 +938,20 @@ class _RedisBreakerCore:
         decision = self._decide_here(now)
         if decision is not None:
             return decision
-        if self._cooldown.blocked(now):
-            return self._admit_locally(ctx, self._last_error())
+        if self._cooling():
+            return self._admit_locally(ctx, self._last_error(), cooldown=True)
         token = _token()
         self._syncing = True
         try:
             reply = await self._run_async("admit", token=token)
         except BaseException as exc:
             self._orphan(token)  # it may have taken a probe slot
-            if not _backend_failure(exc):
+            if not is_backend_failure(exc):
                 if isinstance(exc, asyncio.CancelledError):
                     await self._give_back()
                 raise
             self._down(exc)
-            return self._admit_locally(ctx, exc)
+            return self._admit_locally(ctx, exc, cooldown=False)
         finally:
             self._syncing = False
         return self._admission(reply, token)
@@ -1106,20 +992,20 @@ class _RedisBreakerCore:
         gen, token = _split(permit)
         if op == "release" and not token:
             return None
-        if self._cooldown.blocked(_real_now()):
+        if self._cooling():
             self._orphan(token)
-            self._record_locally(ctx, op, self._last_error())
+            self._record_locally(ctx, op, self._last_error(), cooldown=True)
             return None
         try:
             reply = await self._run_async(op, gen, duration, token)
         except BaseException as exc:
             self._orphan(token)
-            if not _backend_failure(exc):
+            if not is_backend_failure(exc):
                 if token and isinstance(exc, asyncio.CancelledError):
                     await self._give_back()
                 raise
             self._down(exc)
-            self._record_locally(ctx, op, exc)
+            self._record_locally(ctx, op, exc, cooldown=False)
             return None
         return self._absorb(reply)
 
@@ -1130,7 +1016,7 @@ class _RedisBreakerCore:
         try:
             reply = await self._run_async(op)
         except Exception as exc:
-            if not _backend_failure(exc):
+            if not is_backend_failure(exc):
                 raise
             self._operate_failed(ctx, op, exc)
             raise  # pragma: no cover - _operate_failed raised
@@ -1138,15 +1024,15 @@ class _RedisBreakerCore:
 
     async def snapshot_async(self, ctx: CallContext | None) -> Snapshot:
         """`snapshot`, with an asyncio client."""
-        if self._cooldown.blocked(_real_now()):
-            return self._local_snapshot(ctx, self._last_error())
+        if self._cooling():
+            return self._local_snapshot(ctx, self._last_error(), cooldown=True)
         try:
             reply = await self._run_async("poll")
         except Exception as exc:
-            if not _backend_failure(exc):
+            if not is_backend_failure(exc):
                 raise
             self._down(exc)
-            return self._local_snapshot(ctx, exc)
+            return self._local_snapshot(ctx, exc, cooldown=False)
         return self._snapshot(reply)
 
 

@@ -50,17 +50,6 @@ CATCH: Final = (
 )
 """What to catch around a round trip; then ask `is_backend_failure`."""
 
-# Kept for callers not yet on CATCH + is_backend_failure: the exceptions
-# that always mean "the backend failed".
-BACKEND_ERRORS: Final = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    redis.exceptions.BusyLoadingError,
-    redis.exceptions.ReadOnlyError,
-    redis.exceptions.ClusterError,
-    OSError,
-)
-
 # Error reply codes saying the server (not our request) is the problem.
 FAILURE_CODES: Final = frozenset(
     {
@@ -83,6 +72,12 @@ FAILURE_CODES: Final = frozenset(
 )
 
 
+_SCRIPT_ACL: Final = (
+    "executing the script can't",
+    "no permissions",
+)
+
+
 def is_backend_failure(error: BaseException) -> bool:
     """
     Whether ``error`` (caught with `CATCH`) follows ``on_backend_error``.
@@ -93,9 +88,14 @@ def is_backend_failure(error: BaseException) -> bool:
     """
     if isinstance(error, redis.exceptions.ResponseError):
         code = getattr(error, "status_code", None)
+        text = str(error)
         if not code:
-            code = str(error).split(" ", 1)[0]
-        return code in FAILURE_CODES or isinstance(
+            code = text.split(" ", 1)[0]
+        if code in FAILURE_CODES or any(s in text for s in _SCRIPT_ACL):
+            # (an ACL refusal inside a script comes back as a plain ERR:
+            # "The user executing the script can't run this command...")
+            return True
+        return isinstance(
             error,
             redis.exceptions.OutOfMemoryError
             | redis.exceptions.NoPermissionError
@@ -143,15 +143,6 @@ def redis_key_pattern(prefix: str, *parts: str) -> str:
 def _glob_escape(text: str) -> str:
     """Escape Redis glob metacharacters so SCAN MATCH takes them literally."""
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
-
-
-def hash_tagged(prefix: str, *parts: str) -> str:
-    """
-    ``{prefix:part:...}``: the layout before `redis_key` (prefix inside).
-
-    Kept for callers not yet moved to `redis_key`.
-    """
-    return "{" + ":".join((prefix, *parts)) + "}"
 
 
 def check_client(param: str, client: object) -> bool:

@@ -25,10 +25,11 @@ hash tag; they expire when idle. ``client`` is a ``redis.Redis`` or a
 clusters too). When Redis fails (unreachable, too slow, or an error reply
 such as ``OOM`` or ``NOPERM``), ``on_backend_error`` decides
 (``"fail_open"``, ``"fail_closed"`` or ``"raise"``) and a
-`stormwall.events.BackendError` is reported. The limiters wait at most
-``backend_timeout`` (0.1 s) on Redis whatever the client's options, and
-after a failure probe it again at most every ``retry_interval`` (1 s),
-deciding by the policy at once meanwhile; the first answer ends the outage.
+`stormwall.events.BackendError` is reported. Every component (limiter or
+breaker store) waits at most ``backend_timeout`` (0.1 s) on Redis whatever
+the client's options, and after a failure probes it again at most every
+``retry_interval`` (1 s), deciding by the policy at once meanwhile; the
+first answer ends the outage.
 
 Needs ``pip install 'stormwall[redis]'``.
 """
