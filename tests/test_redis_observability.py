@@ -233,7 +233,7 @@ class TestTraces:
             e for e in span.events if e.name == "stormwall.backend.error"
         ]
         assert {
-            "stormwall.backend.component": "token_bucket",
+            "stormwall.backend.component": "svc",  # unnamed: the executor's
             "stormwall.backend.name": "redis",
             "stormwall.backend.operation": "acquire",
             "stormwall.backend.policy": "fail_open",
