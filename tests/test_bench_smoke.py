@@ -57,7 +57,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert "Smoke run" in report
     missing = [peer for peer in PEERS if f"| {peer} " not in report]
     assert not missing, missing
-    assert len(PEERS) == 12
+    assert len(PEERS) == 13
     assert not (ROOT / "docs" / "performance.md").exists() or (
         "Smoke run" not in (ROOT / "docs" / "performance.md").read_text()
     )

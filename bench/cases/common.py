@@ -39,6 +39,7 @@ PEERS = (
     "aiolimiter",
     "nopanic",
     "interlock-cb",
+    "nopanic-redis",
 )
 
 
