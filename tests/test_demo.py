@@ -637,6 +637,7 @@ async def test_outage_fills_the_bulkhead():
     assert not recorder.of_type(BreakerStateChanged)
 
 
+@pytest.mark.skipif(not _have(*DEMO_EXTRA), reason="needs stormwall[demo]")
 def test_bulkhead_scales_with_the_load():
     """The bulkhead holds a fifth of a second of the whole load, 4 at
     least."""
