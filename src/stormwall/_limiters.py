@@ -2,7 +2,7 @@
 Rate limiters: token bucket, leaky bucket, sliding window and composite.
 
 One object serves threads and asyncio at once. The arithmetic lives in
-``stormwall._core._ratelimit`` (sans-I/O); this module is the shell: one
+``stormwall._core._limiters`` (sans-I/O); this module is the shell: one
 ``threading.Lock`` per limiter around each decision (never held while
 waiting), the per-key store, the waiting, and the events.
 
@@ -34,7 +34,7 @@ from ._clock import Waiter
 from ._component import Component
 from ._core._arith import until
 from ._core._keystore import KeyStore
-from ._core._ratelimit import (
+from ._core._limiters import (
     LeakyBucketPolicy,
     SlidingWindowPolicy,
     TokenBucketPolicy,
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from ._bus import EventBus
     from ._clock import Clock
     from ._component import CallContext
-    from ._core._ratelimit import Reservation
+    from ._core._limiters import Reservation
     from ._events import Event
 
 
