@@ -454,3 +454,43 @@ class TestDurationStrings:
             _build(_CLASSES["Bulkhead"], "max_wait", "9" * 400 + "s")
 
         assert "max_wait" == info.value.parameter
+
+
+class TestKeyHelpers:
+    """The one key check and key-function helper the components share."""
+
+    def test_key_check_names_the_parameter(self):
+        """A key that is not a str is refused by limiters and executors
+        alike, with the same message."""
+        from stormwall._validate import key
+
+        messages = set()
+        for build in (
+            lambda: key(3),
+            lambda: TokenBucket(1, 1).try_acquire(3),
+            lambda: ResilientExecutor("svc").run(3, lambda: None),
+        ):
+            with pytest.raises(ConfigError) as info:
+                build()
+            assert "key" == info.value.parameter
+            messages.add(str(info.value))
+
+        assert {"key: expected a str, got int"} == messages
+
+    def test_key_function_forms(self):
+        """None is the default, a callable is kept, a str is fixed only
+        when asked; anything else says what was expected."""
+        from stormwall._validate import key_function
+
+        def default(*_args):
+            return "d"
+
+        def own(*_args):
+            return "o"
+
+        assert default is key_function(None, "f", default=default)
+        assert own is key_function(own, "f", default=default)
+        assert "k" == key_function("k", "f", fixed=True)(1, x=2)
+        for value in ("k", 3, None):
+            with pytest.raises(ConfigError, match="expected f, got"):
+                key_function(value, "f")

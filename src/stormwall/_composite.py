@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from . import _validate
 from ._component import Component
 from ._core._arith import until
 from ._errors import ConfigError, RateLimitedError
@@ -20,7 +21,6 @@ from ._limiters import (
     _NUMBERS,
     Limiter,
     LimiterStatistics,
-    _check_key,
     _check_timeout,
     _KeyedLimiter,
     _note,
@@ -160,7 +160,7 @@ class CompositeLimiter(Limiter):
         return tuple(tier.name for tier in self._tiers)
 
     def _check(self, key: object, cost: object) -> float:
-        _check_key(key)
+        _validate.key(key)
         for tier in self._tiers:
             cost = tier._check(key, cost)
         return float(cost)  # type: ignore[arg-type]

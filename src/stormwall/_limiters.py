@@ -198,11 +198,6 @@ def give_back(receipt: list[Any]) -> None:
         _notify(moved)
 
 
-def _check_key(key: object) -> None:
-    if not isinstance(key, str):
-        raise ConfigError("key", f"expected a str, got {type(key).__name__}")
-
-
 def _check_cost(cost: object, max_cost: float, what: str) -> float:
     if isinstance(cost, bool) or not isinstance(cost, int | float):
         raise ConfigError(
@@ -449,7 +444,7 @@ class _KeyedLimiter(Limiter):
         return self._shared or self._store.get(key, now)
 
     def _check(self, key: object, cost: object) -> float:
-        _check_key(key)
+        _validate.key(key)
         return _check_cost(cost, self._max_cost, self._what)
 
     def try_acquire(self, key: str = "default", cost: float = 1) -> bool:
@@ -666,7 +661,7 @@ class _KeyedLimiter(Limiter):
             ConfigError: ``key`` is neither ``None`` nor a str.
         """
         if key is not None:
-            _check_key(key)
+            _validate.key(key)
         served = []
         with self._lock:
             now = self._clock.now()
@@ -774,7 +769,7 @@ class TokenBucket(_KeyedLimiter):
 
         A read-only look: it neither creates nor refreshes the key.
         """
-        _check_key(key)
+        _validate.key(key)
         with self._lock:
             state = self._shared or self._store.peek(key)
             if state is None:

@@ -166,6 +166,41 @@ def name(param: str, value: object, default: str) -> str:
     return value
 
 
+def key(value: object) -> str:
+    """A call key: any ``str`` (the limiters, the executors, the backends)."""
+    if not isinstance(value, str):
+        raise ConfigError("key", f"expected a str, got {type(value).__name__}")
+    return value
+
+
+def key_function(
+    value: object,
+    what: str,
+    *,
+    default: Callable[..., str] | None = None,
+    fixed: bool = False,
+) -> Callable[..., str]:
+    """
+    A ``key=`` option: a function returning the call's key.
+
+    ``None`` is ``default`` (when there is one); a callable is used as
+    given; with ``fixed``, a ``str`` is the key of every call. Anything else
+    is a `ConfigError` saying ``what`` was expected.
+    """
+    if value is None and default is not None:
+        return default
+    if fixed and isinstance(value, str):
+        constant = value
+
+        def fixed_key(*_args: object, **_kwargs: object) -> str:
+            return constant
+
+        return fixed_key
+    if callable(value):
+        return value
+    raise ConfigError("key", f"expected {what}, got {type(value).__name__}")
+
+
 def instance_of(
     param: str, value: object, cls: type[T] | tuple[type, ...], what: str
 ) -> T:
