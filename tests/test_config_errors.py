@@ -295,3 +295,202 @@ class TestIntTooLargeForAFloat:
             cls(**kwargs)
 
         assert parameter == info.value.parameter
+
+
+# -- every duration parameter takes a duration string ------------------------
+
+# ``(class, duration parameter)``: every parameter of a public constructor
+# that takes seconds. `test_table_is_every_duration_parameter` keeps it whole.
+DURATIONS = [
+    ("AsyncResilientExecutor", "timeout"),
+    ("AsyncResilientExecutor", "limiter_timeout"),
+    ("ResilientExecutor", "limiter_timeout"),
+    ("Bulkhead", "max_wait"),
+    ("CircuitBreaker", "recovery_timeout"),
+    ("CircuitBreaker", "window_duration"),
+    ("CircuitBreaker", "slow_call_duration"),
+    ("CircuitBreaker", "max_recovery_timeout"),
+    ("TokenBucket", "ttl"),
+    ("LeakyBucket", "ttl"),
+    ("SlidingWindow", "window"),
+    ("SlidingWindow", "ttl"),
+    ("RetryPolicy", "base_delay"),
+    ("RetryPolicy", "max_delay"),
+    ("RetryPolicy", "deadline"),
+    ("RetryBudget", "ttl"),
+    ("MockClock", "start"),
+    ("RateLimitMiddleware", "timeout"),
+    ("RedisBreakerStore", "sync_interval"),
+    ("RedisBreakerStore", "probe_timeout"),
+    ("RedisBreakerStore", "ttl"),
+    ("RedisBreakerStore", "backend_timeout"),
+    ("RedisBreakerStore", "retry_interval"),
+    ("RedisTokenBucket", "backend_timeout"),
+    ("RedisTokenBucket", "retry_interval"),
+    ("RedisSlidingWindow", "window"),
+    ("RedisSlidingWindow", "backend_timeout"),
+    ("RedisSlidingWindow", "retry_interval"),
+]
+
+# What a row needs besides `_REQUIRED` for a short duration to be valid.
+_DURATION_EXTRA = {
+    ("CircuitBreaker", "max_recovery_timeout"): {"recovery_timeout": 0.1},
+}
+
+# Each unit once; every value is valid for every parameter above.
+VALID_STRINGS = [
+    ("250ms", 0.25),
+    ("1.5s", 1.5),
+    ("0.5m", 30.0),
+    ("0.01h", 36.0),
+]
+
+BAD_STRINGS = ["1", "-1s", "1 s", "1.5", "1e3s", "1S", "2d", "s", "", "1.s"]
+
+_CLASSES = {cls.__name__: cls for cls in _constructors()}
+
+
+def _duration_rows():
+    return [
+        pytest.param(_CLASSES[cls], param, id=f"{cls}-{param}")
+        for cls, param in DURATIONS
+        if cls in _CLASSES  # an optional extra not installed
+    ]
+
+
+def _build(cls, parameter, value):
+    kwargs = {
+        **_REQUIRED[cls.__name__](),
+        **_DURATION_EXTRA.get((cls.__name__, parameter), {}),
+        parameter: value,
+    }
+    return cls(**kwargs)
+
+
+_PLAIN = (int, float, str, bool, type(None))
+
+
+def _settings(obj, path="", depth=3):
+    """
+    The plain values an object keeps, by attribute path: its slots and
+    ``__dict__``, and those of the stormwall objects it holds (a limiter's
+    store and policy, a breaker's config), a few levels down.
+    """
+    names = set(getattr(obj, "__dict__", {}))
+    for klass in type(obj).__mro__:
+        slots = getattr(klass, "__slots__", ())
+        names.update((slots,) if isinstance(slots, str) else slots)
+    values = {}
+    for attr in sorted(names):
+        value = getattr(obj, attr, None)
+        if isinstance(value, _PLAIN):
+            values[path + attr] = value
+        elif depth and type(value).__module__.startswith("stormwall."):
+            values.update(_settings(value, f"{path}{attr}.", depth - 1))
+    return values
+
+
+class TestDurationStrings:
+    """Every duration parameter takes "250ms", "30s", "1.5m", "2h"."""
+
+    def test_table_is_every_duration_parameter(self):
+        """The rows are exactly the float parameters that take a timedelta
+        (the async executor's ``timeout``: the sync one refuses any)."""
+        takes_timedelta = set()
+        for row in FLOAT_PARAMETERS:
+            cls, parameter = row.values
+            try:
+                _build(cls, parameter, timedelta(milliseconds=250))
+            except ConfigError:
+                continue
+            takes_timedelta.add((cls.__name__, parameter))
+
+        assert takes_timedelta == {
+            row for row in DURATIONS if row[0] in _CLASSES
+        }
+
+    @pytest.mark.parametrize(("text", "seconds"), VALID_STRINGS)
+    @pytest.mark.parametrize(("cls", "parameter"), _duration_rows())
+    def test_string_is_the_same_as_its_seconds(
+        self, cls, parameter, text, seconds
+    ):
+        """A duration string builds the same object as its seconds."""
+        from_text = _settings(_build(cls, parameter, text))
+        from_seconds = _settings(_build(cls, parameter, seconds))
+
+        assert from_seconds == from_text
+        assert seconds in from_text.values()
+
+    @pytest.mark.parametrize("text", BAD_STRINGS)
+    @pytest.mark.parametrize(("cls", "parameter"), _duration_rows())
+    def test_bad_string_names_the_parameter(self, cls, parameter, text):
+        """A string that is not a duration is a ConfigError naming the
+        parameter, never a number of seconds."""
+        with pytest.raises(ConfigError) as info:
+            _build(cls, parameter, text)
+
+        assert parameter == info.value.parameter
+
+    @pytest.mark.parametrize(
+        ("text", "seconds"),
+        [*VALID_STRINGS, ("30s", 30.0), ("2h", 7200.0), (".5s", 0.5)],
+    )
+    def test_parser_values(self, text, seconds):
+        """The parser reads each unit: ms, s, m (minutes) and h."""
+        from stormwall._validate import duration
+
+        assert seconds == duration("d", text)
+
+    def test_string_refused_where_a_number_is_meant(self):
+        """A duration string is no count or rate: ``capacity="5s"``."""
+        with pytest.raises(ConfigError) as info:
+            TokenBucket("5s", 1)
+
+        assert "capacity" == info.value.parameter
+
+    def test_out_of_range_string_names_the_parameter(self):
+        """Digits past float range are refused, not read as infinity."""
+        with pytest.raises(ConfigError) as info:
+            _build(_CLASSES["Bulkhead"], "max_wait", "9" * 400 + "s")
+
+        assert "max_wait" == info.value.parameter
+
+
+class TestKeyHelpers:
+    """The one key check and key-function helper the components share."""
+
+    def test_key_check_names_the_parameter(self):
+        """A key that is not a str is refused by limiters and executors
+        alike, with the same message."""
+        from stormwall._validate import key
+
+        messages = set()
+        for build in (
+            lambda: key(3),
+            lambda: TokenBucket(1, 1).try_acquire(3),
+            lambda: ResilientExecutor("svc").run(3, lambda: None),
+        ):
+            with pytest.raises(ConfigError) as info:
+                build()
+            assert "key" == info.value.parameter
+            messages.add(str(info.value))
+
+        assert {"key: expected a str, got int"} == messages
+
+    def test_key_function_forms(self):
+        """None is the default, a callable is kept, a str is fixed only
+        when asked; anything else says what was expected."""
+        from stormwall._validate import key_function
+
+        def default(*_args):
+            return "d"
+
+        def own(*_args):
+            return "o"
+
+        assert default is key_function(None, "f", default=default)
+        assert own is key_function(own, "f", default=default)
+        assert "k" == key_function("k", "f", fixed=True)(1, x=2)
+        for value in ("k", 3, None):
+            with pytest.raises(ConfigError, match="expected f, got"):
+                key_function(value, "f")

@@ -22,7 +22,7 @@ from stormwall import (
     RetryPolicy,
     TokenBucket,
 )
-from stormwall._core._ratelimit import BucketState, TokenBucketPolicy
+from stormwall._core._limiters import BucketState, TokenBucketPolicy
 from stormwall._events import builder
 from stormwall.events import AttemptEnded, ExecutorObserved
 from stormwall.testing import MockClock

@@ -25,7 +25,7 @@ from stormwall import (
     SlidingWindow,
     TokenBucket,
 )
-from stormwall._core._ratelimit import SLACK, rows
+from stormwall._core._limiters import SLACK, rows
 from stormwall.events import LimiterAllowed, LimiterRejected, LimiterWaited
 
 
@@ -694,7 +694,7 @@ class TestFifoAndRefunds:
         def worker():
             done.append(bucket.acquire(cost=1))
 
-        from stormwall._core._ratelimit import Reservation
+        from stormwall._core._limiters import Reservation
 
         # Book a reservation by hand ahead of the thread, then cancel it.
         with bucket._lock:
@@ -1037,9 +1037,9 @@ class TestCoreIsSansIO:
     def test_core_imports_no_io(self):
         """The core modules import no asyncio, threading or time."""
         import stormwall._core._keystore as keystore
-        import stormwall._core._ratelimit as ratelimit
+        import stormwall._core._limiters as core_limiters
 
-        for module in (keystore, ratelimit):
+        for module in (keystore, core_limiters):
             with open(module.__file__, encoding="utf-8") as f:  # noqa: PTH123
                 source = f.read()
             for banned in ("asyncio", "threading", "import time", "sleep("):

@@ -27,7 +27,7 @@ from stormwall import (
     TokenBucket,
 )
 from stormwall._core import _keystore
-from stormwall._core._ratelimit import BucketState, TokenBucketPolicy
+from stormwall._core._limiters import BucketState, TokenBucketPolicy
 
 
 KINDS = {

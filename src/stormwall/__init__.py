@@ -14,6 +14,7 @@ from ._breaker import BreakerStatistics, CircuitBreaker, CircuitState
 from ._bulkhead import Bulkhead, BulkheadStatistics
 from ._bus import BusStatistics, EventBus, Subscription, default_bus
 from ._clock import Clock, MockClock, MonotonicClock
+from ._composite import CompositeLimiter
 from ._errors import (
     AttemptTimeoutError,
     BackendUnavailableError,
@@ -25,7 +26,6 @@ from ._errors import (
     StormwallError,
 )
 from ._limiters import (
-    CompositeLimiter,
     LeakyBucket,
     Limiter,
     LimiterStatistics,

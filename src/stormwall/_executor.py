@@ -295,10 +295,8 @@ class ExecutorBase:
         """
         Start a call's telemetry: a context when anybody listens, else None.
         """
-        if type(key) is not str and not isinstance(key, str):
-            raise ConfigError(
-                "key", f"expected a str, got {type(key).__name__}"
-            )
+        if type(key) is not str:
+            _validate.key(key)
         for bus in self._buses:
             if bus._subs:
                 break

@@ -12,6 +12,7 @@ import inspect
 import types
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
 
+from . import _validate
 from ._errors import CircuitOpenError, ConfigError, RejectedError
 from ._executor import (
     ExecutorBase,
@@ -472,19 +473,9 @@ class _AwaitableError(TypeError):
         )
 
 
-def _key_function(key: str | Callable[..., str]) -> Callable[..., str]:
-    if isinstance(key, str):
-
-        def fixed(*_args: object, **_kwargs: object) -> str:
-            return key
-
-        return fixed
-    if callable(key):
-        return key
-    raise ConfigError(
-        "key",
-        "expected a str or a function returning one, "
-        f"got {type(key).__name__}",
+def _key_function(key: object) -> Callable[..., str]:
+    return _validate.key_function(
+        key, "a str or a function returning one", fixed=True
     )
 
 

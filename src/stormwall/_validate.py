@@ -3,13 +3,15 @@ Parameter checks shared by every public constructor.
 
 Each helper returns the normalised value or raises ``ConfigError`` naming the
 parameter. ``bool`` is refused where a number is expected: ``True`` as a
-capacity is always a mistake. A `datetime.timedelta` is accepted only for
-durations (``seconds=True``) and normalised to float seconds once, here.
+capacity is always a mistake. Durations (``seconds=True``) also take a
+`datetime.timedelta` or a string such as ``"250ms"`` (see `duration`),
+normalised to float seconds once, here.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from datetime import timedelta
 from typing import TYPE_CHECKING, TypeVar
 
@@ -22,12 +24,47 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+# The units a duration string may end with: seconds per unit, as a
+# fraction (milliseconds divide, so "250ms" is exactly 0.25).
+UNITS: dict[str, tuple[float, float]] = {
+    "ms": (1.0, 1000.0),
+    "s": (1.0, 1.0),
+    "m": (60.0, 1.0),
+    "h": (3600.0, 1.0),
+}
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?|\.[0-9]+)(ms|s|m|h)")
+
+
+def duration(name: str, text: str) -> float:
+    """
+    Parse a duration string into seconds.
+
+    A decimal number (no sign, no exponent, no spaces) followed by one unit:
+    ``ms`` (milliseconds), ``s`` (seconds), ``m`` (minutes) or ``h``
+    (hours), e.g. ``"250ms"``, ``"30s"``, ``"1.5m"``, ``"2h"``. Anything
+    else is a `ConfigError` naming ``name``.
+    """
+    match = _DURATION.fullmatch(text)
+    if match is None:
+        raise ConfigError(
+            name,
+            "expected a number of seconds, a timedelta or a duration string "
+            f"like '250ms', '30s', '1.5m' or '2h', got {text!r}",
+        )
+    times, per = UNITS[match[2]]
+    seconds = float(match[1]) * times / per
+    if math.isinf(seconds):
+        raise ConfigError(name, f"out of range: {text!r}")
+    return seconds
+
 
 def _number(name: str, value: object, seconds: bool) -> float:
     if isinstance(value, timedelta):
         if not seconds:
             raise ConfigError(name, "expected a number, got timedelta")
         return value.total_seconds()
+    if seconds and isinstance(value, str):
+        return duration(name, value)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(
             name, f"expected a number, got {type(value).__name__}"
@@ -127,6 +164,41 @@ def name(param: str, value: object, default: str) -> str:
             param, "must be non-empty, without surrounding spaces"
         )
     return value
+
+
+def key(value: object) -> str:
+    """A call key: any ``str`` (the limiters, the executors, the backends)."""
+    if not isinstance(value, str):
+        raise ConfigError("key", f"expected a str, got {type(value).__name__}")
+    return value
+
+
+def key_function(
+    value: object,
+    what: str,
+    *,
+    default: Callable[..., str] | None = None,
+    fixed: bool = False,
+) -> Callable[..., str]:
+    """
+    A ``key=`` option: a function returning the call's key.
+
+    ``None`` is ``default`` (when there is one); a callable is used as
+    given; with ``fixed``, a ``str`` is the key of every call. Anything else
+    is a `ConfigError` saying ``what`` was expected.
+    """
+    if value is None and default is not None:
+        return default
+    if fixed and isinstance(value, str):
+        constant = value
+
+        def fixed_key(*_args: object, **_kwargs: object) -> str:
+            return constant
+
+        return fixed_key
+    if callable(value):
+        return value
+    raise ConfigError("key", f"expected {what}, got {type(value).__name__}")
 
 
 def instance_of(

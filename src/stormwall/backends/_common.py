@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Final, TypeVar
 
+from .. import _validate
 from .._errors import BackendUnavailableError, ConfigError, RejectedError
 from .._events import BackendError
 from .._validate import positive
@@ -68,8 +69,7 @@ MAX_KEY_LENGTH: Final = 512
 
 def check_key(value: object) -> str:
     """A call key: a str of at most `MAX_KEY_LENGTH` UTF-8 bytes."""
-    if not isinstance(value, str):
-        raise ConfigError("key", f"expected a str, got {type(value).__name__}")
+    value = _validate.key(value)
     if len(value.encode()) > MAX_KEY_LENGTH:
         raise ConfigError("key", f"longer than {MAX_KEY_LENGTH} bytes (UTF-8)")
     return value

@@ -17,8 +17,8 @@ The prefix comes first, so ``SCAN MATCH prefix:*`` and an ACL scoped to
 keys on one Cluster slot.
 
 Each round trip is one run of ``breaker_ops.lua``: the whole state machine
-of ``stormwall._core._breaker`` in one atomic script, timed by Redis
-``TIME``, loaded once and run with ``EVALSHA`` (redis-py reloads it after
+of the local `BreakerCore` in one atomic script, timed by Redis ``TIME``,
+loaded once and run with ``EVALSHA`` (redis-py reloads it after
 ``NOSCRIPT``, e.g. on a restarted server). The keys expire after ``ttl``
 seconds without use, except while forced open or disabled (an operator's
 decision does not expire).
@@ -69,16 +69,18 @@ from typing import TYPE_CHECKING, Any, Final
 import redis.exceptions
 
 from .. import _validate
-from .._breaker import Admission, BreakerStore, Snapshot
 from .._clock import DEFAULT_CLOCK
-from .._core._breaker import (
-    BreakerCore,
-    BreakerRecord,
-    CircuitState,
-    Transition,
-)
 from .._errors import BackendUnavailableError, CircuitOpenError
 from .._events import BreakerRejected
+from .._store import (
+    Admission,
+    BreakerCore,
+    BreakerRecord,
+    BreakerStore,
+    CircuitState,
+    Snapshot,
+    Transition,
+)
 from ._common import (
     Cooldown,
     check_backend_timeout,
@@ -103,7 +105,7 @@ if TYPE_CHECKING:
 
     from .._breaker import CircuitBreaker
     from .._component import CallContext
-    from .._core._breaker import BreakerConfig
+    from .._store import BreakerConfig
 
 
 __all__ = ["RedisBreakerStore"]

@@ -1,7 +1,7 @@
 -- One operation of a shared circuit breaker, atomically, in one round trip.
 --
--- The same state machine as stormwall/_core/_breaker.py (its TRANSITIONS
--- table and rules); keep the two in step. Time is the Redis server's
+-- The same state machine as the local BreakerCore (its TRANSITIONS table
+-- and rules); keep the two in step. Time is the Redis server's
 -- (TIME, in microseconds), so hosts whose clocks disagree still agree here.
 --
 -- KEYS[1]  the breaker's hash: st gen oa op cf hs rj wc wf ws wp
