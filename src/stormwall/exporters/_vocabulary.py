@@ -16,15 +16,15 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from .._breaker import CircuitState
-from .._errors import ConfigError
+from stormwall import CircuitState, ConfigError
+
 from ._attach import EVENT_TYPES
 
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-    from .._events import Event
+    from stormwall.events import Event
 
 
 # -- metrics ------------------------------------------------------------------
