@@ -35,7 +35,7 @@ from stormwall import (
     TokenBucket,
 )
 from stormwall.events import AttemptEnded, AttemptStarted, CallEnded
-from stormwall.exporters._vocabulary import DEFAULT_LEVELS
+from stormwall.exporters._logs import DEFAULT_LEVELS
 from stormwall.exporters.logging import LoggingExporter
 from stormwall.exporters.otel import TracingExporter
 
