@@ -19,6 +19,9 @@ from stormwall import CircuitState, ConfigError
 
 # -- metrics ------------------------------------------------------------------
 
+SCOPE: Final = "stormwall"
+"""The instrumentation scope of the OpenTelemetry tracer and meter."""
+
 # Seconds-shaped buckets, 5 ms to 10 s (OTel's defaults are ms-shaped: its
 # first bucket, 5, would hold every call).
 DURATION_BUCKETS: Final = (
