@@ -1,3 +1,5 @@
+"""The event bus: subscribe, emit, routed subscriptions, error isolation."""
+
 from __future__ import annotations
 
 import logging
@@ -5,7 +7,7 @@ import threading
 
 import pytest
 
-from stormwall import ConfigError, EventBus, default_bus
+from stormwall import ConfigError, EventBus, Subscription, default_bus
 from stormwall.events import (
     AttemptEnded,
     CallEnded,
@@ -280,7 +282,7 @@ class TestRoutes:
         most specific subscribed base winning, and closes as one."""
         bus = EventBus()
         seen = []
-        sub = bus._subscribe_routes(
+        sub = bus.subscribe_routes(
             {
                 CallStarted: lambda e: seen.append(("started", e.call_id)),
                 Event: lambda e: seen.append(("other", e.name)),
@@ -295,10 +297,72 @@ class TestRoutes:
         assert [("started", 1), ("other", "stormwall.call.ended")] == seen
         assert bus.wants(CallStarted) is False
 
+    def test_subscribe_routes_is_public_and_returns_a_subscription(self):
+        """Subscribing by route is a public bus method: it returns a
+        Subscription that ends every route at once, also as a context
+        manager."""
+        bus = EventBus()
+        seen = []
+
+        with bus.subscribe_routes({CallEnded: seen.append}) as sub:
+            bus.emit(ended())
+            assert isinstance(sub, Subscription)
+            assert sub.active is True
+        bus.emit(ended())
+
+        assert 1 == len(seen)
+        assert sub.active is False
+        assert bus.wants(CallEnded) is False
+
+    def test_subscribe_routes_first_and_last(self):
+        """A route marked first runs before the handlers subscribed
+        earlier, one marked last after those subscribed later."""
+        bus = EventBus()
+        seen = []
+        bus.subscribe(lambda e: seen.append(("plain", e.name)))
+        bus.subscribe_routes(
+            {CallStarted: lambda e: seen.append(("open", e.name))},
+            first=(CallStarted,),
+        )
+        bus.subscribe_routes(
+            {CallEnded: lambda e: seen.append(("close", e.name))},
+            last=(CallEnded,),
+        )
+        bus.subscribe(lambda e: seen.append(("late", e.name)))
+
+        bus.emit(started())
+        bus.emit(ended())
+
+        assert [
+            ("open", "stormwall.call.started"),
+            ("plain", "stormwall.call.started"),
+            ("late", "stormwall.call.started"),
+            ("plain", "stormwall.call.ended"),
+            ("late", "stormwall.call.ended"),
+            ("close", "stormwall.call.ended"),
+        ] == seen
+
+    @pytest.mark.parametrize(
+        ("routes", "kwargs", "parameter"),
+        [
+            ({int: print}, {}, "event_types"),
+            ({CallEnded: "print"}, {}, "handler"),
+            ({CallEnded: print}, {"first": (int,)}, "event_types"),
+            ({CallEnded: print}, {"last": (str,)}, "event_types"),
+        ],
+    )
+    def test_subscribe_routes_config_errors(self, routes, kwargs, parameter):
+        """A route key that is not an Event type, or a handler that is
+        not callable, is a ConfigError naming the parameter."""
+        with pytest.raises(ConfigError) as info:
+            EventBus().subscribe_routes(routes, **kwargs)
+
+        assert parameter == info.value.parameter
+
     def test_routed_errors_reported_once_per_subscription(self, caplog):
         """Several failing routes of one subscription are logged once."""
         bus = EventBus()
-        bus._subscribe_routes(
+        bus.subscribe_routes(
             {CallStarted: lambda e: 1 / 0, CallEnded: lambda e: {}["x"]}
         )
 

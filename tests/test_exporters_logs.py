@@ -30,7 +30,7 @@ from stormwall.events import (
     LimiterAllowed,
     RetryScheduled,
 )
-from stormwall.exporters import _vocabulary as vocab
+from stormwall.exporters import _logs
 from stormwall.exporters.logging import LoggingExporter
 
 
@@ -255,7 +255,7 @@ class TestLevels:
 
     def test_silence_everything(self, capture):
         """Every level None: no line at all."""
-        with capture(levels=dict.fromkeys(vocab.DEFAULT_LEVELS)) as (
+        with capture(levels=dict.fromkeys(_logs.DEFAULT_LEVELS)) as (
             bus,
             logs,
         ):
@@ -475,7 +475,7 @@ class TestSubscription:
         starts or limiter grants; an all-silent exporter wants nothing."""
         bus, quiet = EventBus(), EventBus()
         LoggingExporter().attach(bus)
-        LoggingExporter(levels=dict.fromkeys(vocab.DEFAULT_LEVELS)).attach(
+        LoggingExporter(levels=dict.fromkeys(_logs.DEFAULT_LEVELS)).attach(
             quiet
         )
 

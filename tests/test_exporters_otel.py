@@ -1331,3 +1331,39 @@ def iter_fn(script):
         return step
 
     return fn
+
+
+class TestPublicModule:
+    def test_otel_module_only_re_exports_the_two_exporters(self):
+        """stormwall.exporters.otel is the public face of the two private
+        modules, one per exporter, and holds nothing else."""
+        from stormwall.exporters import _otel_metrics, _otel_tracing, otel
+
+        assert ["MetricsExporter", "TracingExporter"] == otel.__all__
+        assert otel.TracingExporter is _otel_tracing.TracingExporter
+        assert otel.MetricsExporter is _otel_metrics.MetricsExporter
+
+    def test_without_opentelemetry_the_import_names_the_extra(self):
+        """Without OpenTelemetry, importing the public module raises
+        ImportError with the install hint, whichever part failed."""
+        import subprocess
+        import sys
+
+        code = (
+            "import sys; sys.modules['opentelemetry'] = None\n"
+            "try:\n"
+            "    import stormwall.exporters.otel\n"
+            "except ImportError as e:\n"
+            "    print(e)\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+
+        assert (
+            "stormwall.exporters.otel needs OpenTelemetry: "
+            "pip install 'stormwall[otel]'"
+        ) == out.strip()

@@ -35,7 +35,7 @@ from stormwall import (
     TokenBucket,
 )
 from stormwall.events import AttemptEnded, AttemptStarted, CallEnded
-from stormwall.exporters._vocabulary import DEFAULT_LEVELS
+from stormwall.exporters._logs import DEFAULT_LEVELS
 from stormwall.exporters.logging import LoggingExporter
 from stormwall.exporters.otel import TracingExporter
 
@@ -289,7 +289,7 @@ class TestScopeOrdering:
 
         bus.subscribe(note("plain-1"))
         for scope in ("a", "b"):
-            bus._subscribe_routes(
+            bus.subscribe_routes(
                 {CallStarted: note(scope), CallEnded: note(scope)},
                 first=(CallStarted,),
                 last=(CallEnded,),
@@ -317,7 +317,7 @@ class TestScopeOrdering:
     def test_bad_scope_type(self):
         """A first or last that is not an Event type is a ConfigError."""
         with pytest.raises(stormwall.ConfigError, match="event_types"):
-            EventBus()._subscribe_routes({CallEnded: print}, first=(int,))
+            EventBus().subscribe_routes({CallEnded: print}, first=(int,))
 
     def test_two_tracing_exporters_restore_the_context(self, provider):
         """Two tracing exporters on one bus leave no span current after

@@ -124,6 +124,41 @@ class TestDependencies:
 
         assert [] == offenders
 
+    @pytest.mark.parametrize("package", ["exporters", "integrations"])
+    def test_outer_layers_import_only_public_names(self, package):
+        """Exporters and integrations import the core through its public
+        names only (stormwall, stormwall.events, ...), lazy imports
+        included; their own package's private modules are theirs."""
+        own = f"stormwall.{package}"
+        offenders = []
+        for path in (SRC / package).glob("*.py"):
+            tree = ast.parse(path.read_text())
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom):
+                    base = node.module or ""
+                    if node.level:
+                        parent = own.rsplit(".", node.level - 1)[0]
+                        base = f"{parent}.{base}".rstrip(".")
+                    modules = [base] + [
+                        f"{base}.{a.name}"
+                        for a in node.names
+                        if not a.name.startswith("__")
+                    ]
+                elif isinstance(node, ast.Import):
+                    modules = [a.name for a in node.names]
+                else:
+                    continue
+                for module in modules:
+                    parts = module.split(".")
+                    if (
+                        parts[0] == "stormwall"
+                        and not module.startswith(own + ".")
+                        and any(p.startswith("_") for p in parts)
+                    ):
+                        offenders.append(f"{path.name}: {module}")
+
+        assert [] == offenders
+
     def test_only_clock_module_reads_real_time(self):
         """No module but _clock.py calls time.monotonic/time.time/sleep."""
         offenders = []

@@ -40,7 +40,7 @@ from ._events import Event
 
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
     from types import TracebackType
     from typing import Self
 
@@ -100,7 +100,7 @@ class Subscription:
         self._bus: EventBus | None = bus
         self.handler = handler
         self.event_types = event_types
-        # One handler per event type (see EventBus._subscribe_routes); the
+        # One handler per event type (see EventBus.subscribe_routes); the
         # bus then calls the right one directly, no dispatch of our own.
         self.routes = routes
         # Types whose route runs before (first) or after (last) every
@@ -190,26 +190,49 @@ class EventBus:
             self.generation += 1
         return sub
 
-    def _subscribe_routes(
+    def subscribe_routes(
         self,
         routes: Mapping[type[Event], Handler],
         *,
-        first: tuple[type[Event], ...] = (),
-        last: tuple[type[Event], ...] = (),
+        first: Iterable[type[Event]] = (),
+        last: Iterable[type[Event]] = (),
     ) -> Subscription:
         """
         Subscribe one handler per event type, in one subscription.
 
         The bus resolves each concrete event type to its route once (the
         most specific subscribed base wins), so an exporter handling many
-        types pays no dispatch of its own per event.
+        types pays no dispatch of its own per event, and a failing route
+        is logged once per subscription, not once per handler.
 
-        ``first`` and ``last`` are event types whose route runs before,
-        or after, every other subscription's handler of that event (see the
-        module docstring): what a handler that opens a scope on one event
-        and closes it on another needs, so the other handlers always run
-        inside the scope.
+        Args:
+            routes: Event class -> synchronous callable taking the event.
+            first: Event types whose route runs before every other
+                subscription's handler of that event.
+            last: Event types whose route runs after every other
+                subscription's handler of that event (in reverse
+                subscription order). With ``first``, what a handler that
+                opens a scope on one event and closes it on another needs
+                (a span made current from `CallStarted` to `CallEnded`):
+                every other handler then runs inside the scope.
+
+        Returns:
+            A `Subscription` ending every route at once.
+
+        Raises:
+            ConfigError: a key of ``routes``, ``first`` or ``last`` is not
+                an `Event` subclass, or a handler is not callable.
+
+        Example::
+
+            bus.subscribe_routes(
+                {CallStarted: open_scope, CallEnded: close_scope},
+                first=(CallStarted,),
+                last=(CallEnded,),
+            )
         """
+        first = tuple(first)
+        last = tuple(last)
         routes = dict(routes)
         for t in (*routes, *first, *last):
             if not (isinstance(t, type) and issubclass(t, Event)):  # type: ignore[redundant-expr]
@@ -230,9 +253,7 @@ class EventBus:
                     return handler(event)
             return None
 
-        sub = Subscription(
-            self, route, tuple(routes), routes, tuple(first), tuple(last)
-        )
+        sub = Subscription(self, route, tuple(routes), routes, first, last)
         with self._lock:
             for handler in routes.values():
                 self._owners[id(handler)] = id(route)

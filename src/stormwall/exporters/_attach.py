@@ -16,15 +16,13 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Final
 
-from .. import events
-from .._bus import EventBus, default_bus
-from .._errors import ConfigError
+from stormwall import ConfigError, EventBus, default_bus, events
 
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-    from .._bus import Subscription
+    from stormwall import Subscription
 
 
 EVENT_TYPES: Final[tuple[type[events.Event], ...]] = tuple(
@@ -77,7 +75,15 @@ class Attachments:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._subs: list[Subscription] = []
+        self._subs: list[tuple[EventBus, Subscription]] = []
+
+    def _existing(self, bus: EventBus) -> Subscription | None:
+        """The active subscription on ``bus``, forgetting closed ones."""
+        self._subs = [(b, s) for b, s in self._subs if s.active]
+        for b, sub in self._subs:
+            if b is bus:
+                return sub
+        return None
 
     def attach(
         self,
@@ -88,12 +94,10 @@ class Attachments:
         """Subscribe ``handler`` to ``types`` on ``bus``, once per bus."""
         target = target_bus(bus)
         with self._lock:
-            self._subs = [s for s in self._subs if s.active]
-            for sub in self._subs:
-                if sub._bus is target:
-                    return sub
-            sub = target.subscribe(handler, *(types or (_Never,)))
-            self._subs.append(sub)
+            sub = self._existing(target)
+            if sub is None:
+                sub = target.subscribe(handler, *(types or (_Never,)))
+                self._subs.append((target, sub))
             return sub
 
     def attach_routes(
@@ -108,21 +112,19 @@ class Attachments:
         Subscribe one handler per event type on ``bus``, once per bus.
 
         ``first`` and ``last``: event types whose handler runs before, or
-        after, every other subscriber's (`EventBus._subscribe_routes`).
+        after, every other subscriber's (`EventBus.subscribe_routes`).
         """
         target = target_bus(bus)
         with self._lock:
-            self._subs = [s for s in self._subs if s.active]
-            for sub in self._subs:
-                if sub._bus is target:
-                    return sub
-            sub = target._subscribe_routes(routes, first=first, last=last)
-            self._subs.append(sub)
+            sub = self._existing(target)
+            if sub is None:
+                sub = target.subscribe_routes(routes, first=first, last=last)
+                self._subs.append((target, sub))
             return sub
 
     def close(self) -> None:
         """End every subscription."""
         with self._lock:
             subs, self._subs = self._subs, []
-        for sub in subs:
+        for _, sub in subs:
             sub.close()

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from stormwall import ConfigError
 
 from ._attach import Attachments, logged_types
-from ._vocabulary import level_of, log_fields, resolve_levels, trace_ids
+from ._logs import level_of, log_fields, resolve_levels, trace_ids
 
 
 if TYPE_CHECKING:

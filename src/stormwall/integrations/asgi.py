@@ -29,11 +29,10 @@ import inspect
 import json
 import math
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from datetime import timedelta
 from typing import Any
 
-from .. import _validate
-from .._errors import ConfigError, RateLimitedError
-from .._limiters import Limiter
+from stormwall import ConfigError, Limiter, RateLimitedError
 
 
 __all__ = [
@@ -195,6 +194,39 @@ def _policy(limiter: Limiter) -> tuple[float, float] | None:
     return None
 
 
+def _number(
+    name: str, value: object, *, zero: bool, finite: bool, seconds: bool
+) -> float:
+    """
+    ``value`` as a float > 0 (>= 0 with ``zero``), or a ConfigError.
+
+    The core's rules: ``bool`` and NaN refused, a `~datetime.timedelta`
+    only for a duration (``seconds``), infinity only when not ``finite``.
+    """
+    if isinstance(value, timedelta) and seconds:
+        number = value.total_seconds()
+    elif isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(
+            name, f"expected a number, got {type(value).__name__}"
+        )
+    else:
+        try:
+            number = float(value)
+        except OverflowError:
+            raise ConfigError(
+                name, "out of range: an int too large for a float"
+            ) from None
+    if math.isnan(number):
+        raise ConfigError(name, "must not be NaN")
+    if number < 0 or (number == 0 and not zero):
+        raise ConfigError(
+            name, f"must be {'>=' if zero else '>'} 0, got {value!r}"
+        )
+    if finite and math.isinf(number):
+        raise ConfigError(name, "must be finite")
+    return number
+
+
 def _seconds(value: float) -> int:
     """Whole seconds, rounded up (what the header fields carry)."""
     return max(0, math.ceil(value))
@@ -290,7 +322,9 @@ class RateLimitMiddleware:
         self._app = app
         self._limiter = limiter
         self._key: KeyFunction = key or client_address
-        self._cost = _validate.positive("cost", cost)
+        self._cost = _number(
+            "cost", cost, zero=False, finite=True, seconds=False
+        )
         self._policy = _policy(limiter)
         if self._policy is not None and self._cost > self._policy[0]:
             raise ConfigError(
@@ -302,8 +336,8 @@ class RateLimitMiddleware:
         self._timeout = (
             None
             if timeout is None
-            else _validate.non_negative(
-                "timeout", timeout, finite=False, seconds=True
+            else _number(
+                "timeout", timeout, zero=True, finite=False, seconds=True
             )
         )
         self._sf_name = _sf_string(
