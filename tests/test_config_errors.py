@@ -393,6 +393,18 @@ def _settings(obj, path="", depth=3):
 class TestDurationStrings:
     """Every duration parameter takes "250ms", "30s", "1.5m", "2h"."""
 
+    def test_parse_duration_is_the_public_parser(self):
+        """stormwall.parse_duration reads what the constructors read."""
+        from stormwall import parse_duration
+
+        assert 0.25 == parse_duration("250ms")
+        assert 5400.0 == parse_duration("1.5h")
+        assert 2.0 == parse_duration(timedelta(seconds=2))
+        assert 3 == parse_duration(3)
+        for bad in ("-1s", "30", -1, float("nan"), True, None):
+            with pytest.raises(ConfigError, match="ttl"):
+                parse_duration(bad, name="ttl")
+
     def test_table_is_every_duration_parameter(self):
         """The rows are exactly the float parameters that take a timedelta
         (the async executor's ``timeout``: the sync one refuses any)."""

@@ -202,13 +202,21 @@ class TestFailClosedMessage:
         assert 1.0 == info.value.retry_after
 
 
+def reply_error(text):
+    """An error reply as the installed redis-py builds it from ``text``."""
+    try:
+        return redis.exceptions.ResponseError(
+            text, status_code=text.split(" ", 1)[0]
+        )
+    except TypeError:  # redis-py before 6 keeps the code in the message only
+        return redis.exceptions.ResponseError(text)
+
+
 class TestProgrammingErrors:
     @pytest.mark.parametrize(
         "error",
         [
-            redis.exceptions.ResponseError(
-                "BUSY Redis is busy running a script", status_code="BUSY"
-            ),
+            reply_error("BUSY Redis is busy running a script"),
             redis.exceptions.ReadOnlyError("You can't write against a r/o"),
             redis.exceptions.BusyLoadingError("Redis is loading"),
             redis.exceptions.ClusterDownError("The cluster is down"),
@@ -216,9 +224,7 @@ class TestProgrammingErrors:
             redis.exceptions.TryAgainError("Multiple keys request"),
             redis.exceptions.OutOfMemoryError("command not allowed"),
             redis.exceptions.NoPermissionError("no permissions"),
-            redis.exceptions.ResponseError(
-                "MISCONF Errors writing to the AOF file", status_code="MISCONF"
-            ),
+            reply_error("MISCONF Errors writing to the AOF file"),
             redis.exceptions.ConnectionError("Connection refused"),
             redis.exceptions.TimeoutError("Timeout reading"),
             TimeoutError(),
@@ -239,9 +245,7 @@ class TestProgrammingErrors:
                 "user_script:1: Script attempted to access nonexistent "
                 "global variable 'x'"
             ),
-            redis.exceptions.ResponseError(
-                "WRONGTYPE Operation against a key", status_code="WRONGTYPE"
-            ),
+            reply_error("WRONGTYPE Operation against a key"),
             redis.exceptions.DataError("Invalid input of type: 'dict'"),
         ],
         ids=["script", "wrongtype", "data"],

@@ -35,6 +35,7 @@ from ._limiters import (
 from ._observe import Observation, observe
 from ._retry import RetryBudget, RetryBudgetStatistics, RetryPolicy
 from ._sync import ResilientExecutor
+from ._validate import parse_duration
 from ._version import __version__
 
 
@@ -73,4 +74,5 @@ __all__ = [
     "__version__",
     "default_bus",
     "observe",
+    "parse_duration",
 ]

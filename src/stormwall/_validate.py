@@ -58,6 +58,27 @@ def duration(name: str, text: str) -> float:
     return seconds
 
 
+def parse_duration(
+    value: float | timedelta | str, *, name: str = "duration"
+) -> float:
+    """
+    Seconds from a duration, as every stormwall duration parameter reads it.
+
+    A number of seconds, a `~datetime.timedelta`, or a string: a decimal
+    number and one unit, ``ms``, ``s``, ``m`` or ``h`` (``"250ms"``,
+    ``"30s"``, ``"1.5m"``, ``"2h"``). ``math.inf`` is returned as is (the
+    parameters that mean "no bound" take it).
+
+    Raises:
+        ConfigError: naming ``name``, for anything else, NaN and negative
+            durations included.
+    """
+    seconds = _number(name, value, seconds=True)
+    if seconds < 0:
+        raise ConfigError(name, f"must be >= 0, got {value!r}")
+    return seconds
+
+
 def _number(name: str, value: object, seconds: bool) -> float:
     if isinstance(value, timedelta):
         if not seconds:

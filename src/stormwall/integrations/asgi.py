@@ -32,7 +32,12 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from datetime import timedelta
 from typing import Any
 
-from stormwall import ConfigError, Limiter, RateLimitedError
+from stormwall import (
+    ConfigError,
+    Limiter,
+    RateLimitedError,
+    parse_duration,
+)
 
 
 __all__ = [
@@ -200,11 +205,12 @@ def _number(
     """
     ``value`` as a float > 0 (>= 0 with ``zero``), or a ConfigError.
 
-    The core's rules: ``bool`` and NaN refused, a `~datetime.timedelta`
-    only for a duration (``seconds``), infinity only when not ``finite``.
+    The core's rules: ``bool`` and NaN refused, a `~datetime.timedelta` or
+    a duration string only for a duration (``seconds``, read by
+    `stormwall.parse_duration`), infinity only when not ``finite``.
     """
-    if isinstance(value, timedelta) and seconds:
-        number = value.total_seconds()
+    if seconds and isinstance(value, timedelta | str):
+        number = parse_duration(value, name=name)
     elif isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(
             name, f"expected a number, got {type(value).__name__}"
