@@ -78,6 +78,19 @@ _SCRIPT_ACL: Final = (
 )
 
 
+# Errors that are ours to fix, never the backend's (the last two exist from
+# redis-py 6.1 on; the oldest supported release raises DataError for both).
+_OUR_MISTAKES: tuple[type[BaseException], ...] = tuple(
+    cls
+    for cls in (
+        redis.exceptions.DataError,
+        getattr(redis.exceptions, "CrossSlotTransactionError", None),
+        getattr(redis.exceptions, "InvalidPipelineStack", None),
+    )
+    if cls is not None
+)
+
+
 def is_backend_failure(error: BaseException) -> bool:
     """
     Whether ``error`` (caught with `CATCH`) follows ``on_backend_error``.
@@ -104,12 +117,7 @@ def is_backend_failure(error: BaseException) -> bool:
             | redis.exceptions.TryAgainError
             | redis.exceptions.AskError,
         )
-    if isinstance(
-        error,
-        redis.exceptions.DataError
-        | redis.exceptions.CrossSlotTransactionError
-        | redis.exceptions.InvalidPipelineStack,
-    ):
+    if isinstance(error, _OUR_MISTAKES):
         return False
     return isinstance(error, CATCH)
 

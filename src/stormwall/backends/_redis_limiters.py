@@ -50,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import inspect
 import math
 import os
 import threading
@@ -285,6 +286,16 @@ class RedisLimiterStatistics(LimiterStatistics):
     backend_errors: int
 
 
+# redis-py before 5.3 needs a command name to hand out a connection; from
+# 5.3 on, passing one is deprecated (a warning). Decided once, here.
+_POOL_WANTS_COMMAND: Final = any(
+    p.name == "command_name" and p.default is inspect.Parameter.empty
+    for p in inspect.signature(
+        redis.ConnectionPool.get_connection
+    ).parameters.values()
+)
+
+
 class _Holder:
     """Lives as long as a thread's slot in a `threading.local`."""
 
@@ -508,7 +519,11 @@ class _RedisLimiter(Limiter):
         Kept by the thread (no pool round trip per decision), given back
         when the thread ends; closed with the pool.
         """
-        conn = pool.get_connection()
+        conn = (
+            pool.get_connection("EVALSHA")
+            if _POOL_WANTS_COMMAND
+            else pool.get_connection()
+        )
         holder = _Holder()
         weakref.finalize(holder, pool.release, conn)
         self._local.conn = conn
