@@ -264,9 +264,7 @@ class CircuitBreaker(Component):
         # store client); False for a local breaker.
         self._async_store = False
         if store is not None:
-            # A store gets every duration: what it does with them is its own.
-            self._timed = True
-            self._share(store)
+            self._share(store)  # sets _timed: the store says what it reads
             return
         # Whether outcomes need the call's duration (only the slow-call rule
         # reads it): the executors skip two clock reads per attempt if not.
@@ -298,6 +296,7 @@ class CircuitBreaker(Component):
         shared = store._bind(self, self._config)
         self._shared = shared
         self._async_store = shared.is_async
+        self._timed = shared.timed
 
     def __repr__(self) -> str:
         return (

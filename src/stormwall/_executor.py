@@ -265,15 +265,22 @@ class ExecutorBase:
         """
         This pipeline without its retry policy.
 
-        The same components, clock, bus, timeouts and fallback; integrations
-        use it for calls that must not be repeated (e.g. a POST). Itself when
-        it has no retry policy.
+        Integrations use it for calls that must not be repeated (e.g. a
+        POST). Itself when it has no retry policy.
         """
-        if self._policy is None:
-            return self
+        return self if self._policy is None else self._with_policy(None)
+
+    def _with_policy(self, policy: RetryPolicy | None) -> Self:
+        """
+        A twin of this pipeline with another retry policy.
+
+        The same name, components (so the same breaker state, limiter
+        tokens and budget), clock, bus, timeouts and fallback.
+        """
         return type(self)(
             self._name,
             limiter=self._limiter,
+            retry_policy=policy,
             circuit_breaker=self._breaker,
             bulkhead=self._bulkhead,
             timeout=self._timeout,

@@ -83,10 +83,13 @@ class SharedCore(Protocol):
     store's ``on_backend_error`` policy itself and reports its failures;
     ``permit`` values are the ones `admit` returned. The ``*_async`` twins
     are for a store whose client is asyncio (``is_async``); the others for
-    a blocking client.
+    a blocking client. ``timed``: whether ``on_success``/``on_failure``
+    read the call's duration (else the executors skip two clock reads per
+    attempt).
     """
 
     is_async: bool
+    timed: bool
 
     def cached_state(self) -> CircuitState:
         """The state as of the store's last answer (no I/O)."""

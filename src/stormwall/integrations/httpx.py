@@ -304,18 +304,7 @@ def _honouring_retry_after(executor: _E) -> _E:
         or isinstance(policy.retry_after, _HintFirst)
     ):
         return executor
-    return type(executor)(
-        executor.name,
-        limiter=executor.limiter,
-        retry_policy=_hinted_policy(policy),
-        circuit_breaker=executor.circuit_breaker,
-        bulkhead=executor.bulkhead,
-        timeout=executor._timeout,
-        limiter_timeout=executor._limiter_timeout,
-        fallback=executor._fallback,
-        clock=executor.clock,
-        bus=executor.bus,
-    )
+    return executor._with_policy(_hinted_policy(policy))
 
 
 def http_retry_policy(**overrides: Any) -> RetryPolicy:
