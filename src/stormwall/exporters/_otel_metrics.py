@@ -31,15 +31,7 @@ from stormwall.events import (
 
 from . import _vocabulary as vocab
 from ._attach import Attachments
-
-
-try:
-    from opentelemetry import metrics
-except ImportError:  # pragma: no cover - exercised without the extra
-    raise ImportError(
-        "stormwall.exporters.otel needs OpenTelemetry: "
-        "pip install 'stormwall[otel]'"
-    ) from None
+from ._otel_guard import metrics
 
 
 if TYPE_CHECKING:

@@ -30,17 +30,7 @@ from stormwall.events import (
 
 from . import _vocabulary as vocab
 from ._attach import Attachments
-
-
-try:
-    from opentelemetry import context as otel_context
-    from opentelemetry import trace
-    from opentelemetry.trace import SpanKind, Status, StatusCode
-except ImportError:  # pragma: no cover - exercised without the extra
-    raise ImportError(
-        "stormwall.exporters.otel needs OpenTelemetry: "
-        "pip install 'stormwall[otel]'"
-    ) from None
+from ._otel_guard import SpanKind, Status, StatusCode, otel_context, trace
 
 
 if TYPE_CHECKING:
