@@ -623,7 +623,7 @@ class TestAsync:
                 recovery_timeout=0.2,
                 bus=bus,
             )
-            assert breaker._async_store
+            assert breaker._async_only
             for _ in range(2):
                 permit = await breaker._admit_async(None)
                 await breaker._on_failure_async(permit, BOOM, 0.0, None)
@@ -652,7 +652,7 @@ class TestAsync:
         assert CircuitState.CLOSED == breaker.state  # the cached view
 
     @pytest.mark.asyncio
-    async def test_sync_api_refuses_async_store(self, redis_server):
+    async def test_sync_api_refuses_async_only(self, redis_server):
         """Blocking methods of an asyncio-backed breaker raise TypeError."""
         client = redis.asyncio.Redis(port=redis_server.port)
         try:
@@ -902,7 +902,7 @@ class TestConfig:
 
         assert (CircuitBreaker, False) == (
             type(breaker),
-            breaker._async_store,
+            breaker._async_only,
         )
 
     def test_repr(self, client):

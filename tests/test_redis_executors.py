@@ -114,7 +114,7 @@ class TestSyncExecutorOverRedis:
 
 class TestAsyncExecutorOverRedis:
     @pytest.mark.asyncio
-    async def test_async_store_trips_and_recovers(self, redis_server):
+    async def test_async_only_trips_and_recovers(self, redis_server):
         """The async executor awaits the store: a trip mid-retry stops the
         retries, and after the open period a probe closes the breaker."""
         client = redis.asyncio.Redis.from_url(redis_server.url)

@@ -1,8 +1,9 @@
 """
-AsyncResilientExecutor: the pipeline for asyncio code.
+AsyncResilientExecutor: the driver of the pipeline for asyncio code.
 
-The twin of `_sync.py`, step for step; the differences are ``await``, the
-wait primitives, and the per-attempt timeout that only a coroutine can have.
+The twin of `_sync.py`, line for line; the differences are ``await``, the
+wait primitives (each `Wait`'s ``awaiting`` form), and the per-attempt
+timeout that only a coroutine can have. The steps live in `_pipeline.py`.
 """
 
 from __future__ import annotations
@@ -14,15 +15,9 @@ import types
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
 
 from ._clock import MonotonicClock, call_at
-from ._errors import AttemptTimeoutError, CircuitOpenError, RejectedError
-from ._executor import (
-    ExecutorBase,
-    _outcome,
-    chain,
-    chain_handled,
-    failure_outcome,
-)
-from ._limiters import give_back
+from ._errors import AttemptTimeoutError
+from ._executor import ExecutorBase
+from ._pipeline import INVOKE, RAISE, RETURN, MisuseError
 from ._sync import _protect_args
 
 
@@ -31,7 +26,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from ._clock import Clock
-    from ._component import CallContext
+    from ._pipeline import Call, Wait
 
 
 P = ParamSpec("P")
@@ -84,6 +79,8 @@ class AsyncResilientExecutor(ExecutorBase):
 
     __slots__ = ()
 
+    _awaits = True
+
     async def run(
         self,
         key: str,
@@ -117,270 +114,55 @@ class AsyncResilientExecutor(ExecutorBase):
             AttemptTimeoutError: the last attempt ran past ``timeout``.
             Exception: ``fn``'s own last exception, when retries ran out.
         """
-        # `_open` only when it has work (a key to refuse, a listener to
-        # tell): a call without listeners skips it.
-        ctx = None
-        for bus in self._buses:
-            if bus._subs or key.__class__ is not str:
-                ctx = self._open(key)
-                break
-        clock = self._clock
-        breaker, limiter, bulkhead = (
-            self._breaker,
-            self._limiter,
-            self._bulkhead,
-        )
         timeout = self._timeout
-        # A breaker whose state lives behind an asyncio client (a Redis store)
-        # is asked with awaits; a local one with plain calls (no await cost).
-        remote = breaker is not None and breaker._async_store
-        # The clock is read only for what uses the time: events, a budget, a
-        # deadline (`_dated`), a breaker's slow-call rule (`_timed`).
-        started = clock.now() if ctx is not None or self._dated else 0.0
-        timed = ctx is not None or self._timed
-        if self._budget is not None:
-            self._budget._deposit(started)
-        attempt = 0
-        error: BaseException | None = None
-        previous: float | None = None
+        pipe = self._pipeline
+        # The plainest call skips the `Call` for its first attempt, holding
+        # just the breaker's permit (see `Pipeline.enter`).
+        entered = pipe.enter(key)
+        quick = entered.__class__ is int
+        call = cast("Call", entered)
         try:
+            step = INVOKE if quick else call.admit()
             while True:
-                # -- admission: breaker, limiter, bulkhead
-                if ctx is not None:
-                    ctx.attempt = attempt + 1
-                permit = None
-                if breaker is not None:
+                if step is INVOKE:
                     try:
-                        permit = (
-                            await breaker._admit_async(ctx)
-                            if remote
-                            else breaker._admit(ctx)
-                        )
-                    except CircuitOpenError as exc:
-                        return cast(
-                            "T",
-                            await self._give_up(
-                                ctx, exc, error, attempt, started
-                            ),
-                        )
-                if limiter is not None or bulkhead is not None:
-                    # A permit the bulkhead then refuses is given back; no
-                    # wait runs past the deadline (``left``: the time left).
-                    deadline = self._deadline
-                    receipt: list[Any] | None = None
-                    try:
-                        left = (
-                            None
-                            if deadline is None
-                            else started + deadline - clock.now()
-                        )
-                        if limiter is not None:
-                            wait = self._limiter_timeout
-                            if left is not None and (
-                                wait is None or left < wait
-                            ):
-                                wait = left if left > 0 else 0.0
-                            if self._refunds:
-                                receipt = []
-                                waited = (
-                                    await limiter._acquire_refundable_async(
-                                        key, 1, wait, ctx, receipt
-                                    )
-                                )
-                            else:
-                                waited = await limiter._acquire_async(
-                                    key, 1, wait, ctx
-                                )
-                            if left is not None and waited:
-                                left -= waited
-                        if bulkhead is not None:
-                            if left is None:
-                                await bulkhead._acquire_async(ctx)
-                            else:
-                                await bulkhead._acquire_async(ctx, left)
-                    except BaseException as exc:
-                        if receipt:
-                            give_back(receipt)
-                        if breaker is not None:
-                            if remote:
-                                await breaker._release_async(permit)
-                            else:
-                                breaker._release(permit)
-                        if isinstance(exc, RejectedError):
-                            return cast(
-                                "T",
-                                await self._give_up(
-                                    ctx, exc, error, attempt, started
-                                ),
-                            )
-                        raise
-
-                # -- the call
-                attempt += 1
-                t0 = clock.now() if timed else 0.0
-                try:
-                    if ctx is not None:
-                        self._attempt_started(ctx, attempt, t0)
-                    awaitable = fn(*args, **kwargs)
-                    if type(awaitable) is not _Coroutine and (
-                        not inspect.isawaitable(awaitable)
-                    ):
-                        raise _NotAwaitableError(fn, awaitable)  # noqa: TRY301
-                    if timeout is None:
-                        result = await awaitable
-                    else:
-                        async with _Timeout(clock, timeout):
+                        awaitable = fn(*args, **kwargs)
+                        if type(awaitable) is not _Coroutine and (
+                            not inspect.isawaitable(awaitable)
+                        ):
+                            raise _NotAwaitableError(fn, awaitable)  # noqa: TRY301
+                        if timeout is None:
                             result = await awaitable
-                except BaseException as exc:
-                    duration = clock.now() - t0 if timed else 0.0
-                    if bulkhead is not None:
-                        bulkhead._release(ctx)
-                    if not isinstance(exc, Exception) or isinstance(
-                        exc, _NotAwaitableError
-                    ):
-                        # Interrupted, not failed (or misused): free the
-                        # probe slot, record nothing; the outer handler
-                        # reports it.
-                        if breaker is not None:
-                            if remote:
-                                await breaker._release_async(permit)
-                            else:
-                                breaker._release(permit)
-                        raise
-                    if ctx is not None:
-                        self._attempt_ended(ctx, _outcome(exc), duration, exc)
-                    if breaker is not None:
-                        if remote:
-                            await breaker._on_failure_async(
-                                permit, exc, duration, ctx
-                            )
                         else:
-                            breaker._on_failure(permit, exc, duration, ctx)
-                    error, rejected_result = exc, None
+                            async with _Timeout(self._clock, timeout):
+                                result = await awaitable
+                    except BaseException as exc:  # noqa: BLE001 - see the step
+                        if quick:
+                            quick = False
+                            call, step = pipe.resume(key, entered, exc)  # type: ignore[arg-type]
+                        else:
+                            step = call.failed(exc)
+                    else:
+                        if quick:
+                            pipe.settle(entered, 0.0, None)
+                            return result
+                        step = call.succeeded(result)
+                elif step is RETURN:
+                    return cast("T", call.value)
+                elif step is RAISE:
+                    raise call.raising  # noqa: TRY301 - what the step decided
                 else:
-                    duration = clock.now() - t0 if timed else 0.0
-                    if bulkhead is not None:
-                        bulkhead._release(ctx)
-                    test = self._result_test
+                    wait = cast("Wait", step)
                     try:
-                        retry = test is not None and test(result)
-                    except BaseException:
-                        if breaker is not None:
-                            if remote:
-                                await breaker._release_async(permit)
-                            else:
-                                breaker._release(permit)
-                        raise
-                    if not retry:
-                        if ctx is not None:
-                            self._attempt_ended(ctx, "success", duration, None)
-                        if breaker is not None:
-                            if remote:
-                                await breaker._on_success_async(
-                                    permit, duration, ctx
-                                )
-                            else:
-                                breaker._on_success(permit, duration, ctx)
-                        if ctx is not None:
-                            self._call_ended(
-                                ctx, "success", attempt, started, None
-                            )
-                        return result
-                    if ctx is not None:
-                        self._attempt_ended(ctx, "failure", duration, None)
-                    if breaker is not None:
-                        if remote:
-                            await breaker._on_failure_async(
-                                permit, None, duration, ctx
-                            )
-                        else:
-                            breaker._on_failure(permit, None, duration, ctx)
-                    error, rejected_result = None, result
-
-                # -- retry?
-                try:
-                    delay = None
-                    if self._retry_wanted(attempt, error):
-                        if breaker is not None and breaker._rejecting():
-                            if remote:
-                                await breaker._release_async(
-                                    await breaker._admit_async(ctx)
-                                )
-                            else:
-                                breaker._release(breaker._admit(ctx))
-                        delay = self._retry_delay(
-                            attempt,
-                            error,
-                            rejected_result,
-                            started,
-                            previous,
-                            ctx,
-                        )
-                except CircuitOpenError as exc:
-                    return cast(
-                        "T",
-                        await self._give_up(ctx, exc, error, attempt, started),
-                    )
-                except Exception as exc:
-                    # A user hook (retry_on, retry_after) raised: surface its
-                    # bug, with the failure it was judging as context.
-                    chain(exc, error, context=True)
-                    raise
-                if delay is None:
-                    if error is None:
-                        # Retries on a result ran out: the caller gets the
-                        # last result, as the function returned it.
-                        if ctx is not None:
-                            self._call_ended(
-                                ctx, "failure", attempt, started, None
-                            )
-                        return cast("T", rejected_result)
-                    return cast(
-                        "T",
-                        await self._give_up(
-                            ctx, error, None, attempt, started
-                        ),
-                    )
-                await clock.sleep_async(delay)
-                previous = delay
+                        outcome = await wait.awaiting(*wait.args)  # type: ignore[misc]
+                    except BaseException as exc:  # noqa: BLE001 - see fail
+                        step = wait.fail(exc)
+                    else:
+                        step = wait.then(outcome)
         except BaseException as exc:
-            if ctx is not None:
-                self._abandon(ctx, exc, attempt, started)
+            if not quick:
+                call.abandon(exc)
             raise
-
-    async def _give_up(
-        self,
-        ctx: CallContext | None,
-        error: BaseException,
-        cause: BaseException | None,
-        attempts: int,
-        started: float,
-    ) -> Any:
-        """End a failed call: the fallback's value, or raise ``error``."""
-        chain(error, cause)
-        fallback = self._fallback
-        if fallback is None or not isinstance(error, Exception):
-            if ctx is not None:
-                self._call_ended(
-                    ctx,
-                    failure_outcome(error, attempts),
-                    attempts,
-                    started,
-                    error,
-                )
-            raise error
-        try:
-            value = fallback(error)
-            if inspect.isawaitable(value):
-                value = await value
-        except Exception as exc:
-            # As if it had run while handling the failure: keep it.
-            chain_handled(exc, error)
-            if ctx is not None:
-                self._call_ended(ctx, "failure", attempts, started, exc)
-            raise
-        self._fallback_used(ctx, error, attempts, started)
-        return value
 
     @overload
     def protect(
@@ -446,7 +228,7 @@ class AsyncResilientExecutor(ExecutorBase):
 _Coroutine = types.CoroutineType
 
 
-class _NotAwaitableError(TypeError):
+class _NotAwaitableError(MisuseError):
     """
     A sync function given to the async executor.
 
