@@ -57,8 +57,9 @@ class ExecutorBase:
         "_timeout",
     )
 
-    # Whether the pipeline awaits an awaitable the fallback returns.
-    _awaits: ClassVar[bool] = False
+    # The async executor: it awaits an awaitable fallback value, drives
+    # components behind an asyncio client, and has per-attempt timeouts.
+    _is_async: ClassVar[bool]
 
     def __init__(
         self,
@@ -110,13 +111,35 @@ class ExecutorBase:
             buses.extend(b for b in component._buses() if b not in buses)
         self._buses = tuple(buses)
         _check_names(self)
-        self._pipeline = Pipeline(self, awaits=self._awaits)
+        self._pipeline = Pipeline(self, awaits=self._is_async)
 
     def _check_timeout(self, timeout: object) -> float | None:
+        if timeout is not None and not self._is_async:
+            raise ConfigError(
+                "timeout",
+                "per-attempt timeouts need AsyncResilientExecutor (a running "
+                "thread cannot be interrupted safely); bound the total time "
+                "with RetryPolicy(deadline=...)",
+            )
         return _validate.optional_positive("timeout", timeout, seconds=True)
 
     def _check_async_only(self) -> None:
-        """Refuse components this executor cannot drive (the sync one)."""
+        """
+        Refuse, in the sync executor, a component behind an asyncio client.
+
+        Its state lives behind an asyncio client (a Redis backend built on
+        redis.asyncio), so it cannot serve a synchronous caller: refused
+        now rather than on the first call.
+        """
+        if self._is_async:
+            return
+        for param, component in self._components():
+            if component._async_only:
+                raise ConfigError(
+                    param,
+                    f"{component.name!r} uses an asyncio client; give it a "
+                    "synchronous client or use AsyncResilientExecutor",
+                )
 
     def _components(self) -> list[tuple[str, Component]]:
         found: list[tuple[str, Component]] = []
@@ -231,6 +254,31 @@ class ExecutorBase:
         return f"{type(self).__name__}({', '.join(parts)})"
 
 
+def protect_args(fn: Any, key: Any) -> tuple[Callable[..., str], Any]:
+    """
+    Sort out ``protect``'s forms.
+
+    Returns:
+        The key function, and the function to protect at once when used
+        bare (else ``None``).
+    """
+    if fn is not None and key is not None:
+        raise ConfigError(
+            "key", "give the key once: protect(key=...) or protect('key')"
+        )
+    if fn is None:
+        return _key_function("default" if key is None else key), None
+    if isinstance(fn, str) or not callable(fn):
+        return _key_function(fn), None  # a fixed key, or a ConfigError
+    return _key_function("default"), fn
+
+
+def _key_function(key: object) -> Callable[..., str]:
+    return _validate.key_function(
+        key, "a str or a function returning one", fixed=True
+    )
+
+
 def _optional(param: str, value: object, cls: type[Any], what: str) -> Any:
     if value is None:
         return None
@@ -317,4 +365,4 @@ def _check_names(executor: ExecutorBase) -> None:
         )
 
 
-__all__ = ["ExecutorBase"]
+__all__ = ["ExecutorBase", "protect_args"]

@@ -36,6 +36,7 @@ from __future__ import annotations
 import functools
 import inspect
 import itertools
+import types
 from typing import TYPE_CHECKING, Any, Final
 
 from . import _validate
@@ -120,6 +121,77 @@ class MisuseError(TypeError):
 
     A usage error: never retried, never recorded as an upstream failure.
     """
+
+
+def awaitable(value: object) -> bool:
+    """
+    Whether a result is awaitable (a misuse of the sync executor).
+
+    Types found plain are remembered, so the check costs a set look-up.
+    """
+    if inspect.isawaitable(value):
+        return True
+    if len(plain) < PLAIN_MAX:
+        plain.add(value.__class__)
+    return False
+
+
+# Result types known not to be awaitable (bounded: dynamic classes are not
+# pinned forever).
+plain: set[type] = {
+    type(None),
+    bool,
+    int,
+    float,
+    str,
+    bytes,
+    dict,
+    list,
+    tuple,
+}
+PLAIN_MAX = 1024
+
+
+class AwaitableError(MisuseError):
+    """
+    A coroutine function (or an awaitable) given to the sync executor.
+
+    A usage error: never retried, never recorded as an upstream failure.
+    The coroutine is closed, so Python does not warn it was never awaited.
+    """
+
+    def __init__(self, fn: object, value: object) -> None:
+        if isinstance(value, types.CoroutineType):
+            value.close()
+        name = getattr(fn, "__qualname__", repr(fn))
+        what = (
+            "is a coroutine function"
+            if value is None or isinstance(value, types.CoroutineType)
+            else f"returned {type(value).__name__}, an awaitable"
+        )
+        super().__init__(
+            f"{name} {what}: ResilientExecutor runs synchronous code; use "
+            "AsyncResilientExecutor for coroutine functions"
+        )
+
+
+CoroutineType = types.CoroutineType
+
+
+class NotAwaitableError(MisuseError):
+    """
+    A sync function given to the async executor.
+
+    A usage error: never retried, never recorded as an upstream failure.
+    """
+
+    def __init__(self, fn: object, value: object) -> None:
+        name = getattr(fn, "__qualname__", repr(fn))
+        super().__init__(
+            f"{name} returned {type(value).__name__}, not an awaitable: "
+            "AsyncResilientExecutor runs coroutine functions; use "
+            "ResilientExecutor for synchronous code"
+        )
 
 
 # Process-unique call ids; `next()` on itertools.count is atomic under the GIL.

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import functools
 import inspect
-import types
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
 
-from . import _validate
-from ._errors import ConfigError
-from ._executor import ExecutorBase
-from ._pipeline import INVOKE, RAISE, RETURN, MisuseError
+from ._executor import ExecutorBase, protect_args
+from ._pipeline import INVOKE, RAISE, RETURN, AwaitableError, awaitable, plain
 
 
 if TYPE_CHECKING:
@@ -73,27 +70,7 @@ class ResilientExecutor(ExecutorBase):
 
     __slots__ = ()
 
-    def _check_async_only(self) -> None:
-        # A component whose state lives behind an asyncio client (a Redis
-        # backend built on redis.asyncio) cannot serve a synchronous caller:
-        # refuse it now rather than on the first call.
-        for param, component in self._components():
-            if component._async_only:
-                raise ConfigError(
-                    param,
-                    f"{component.name!r} uses an asyncio client; give it a "
-                    "synchronous client or use AsyncResilientExecutor",
-                )
-
-    def _check_timeout(self, timeout: object) -> float | None:
-        if timeout is not None:
-            raise ConfigError(
-                "timeout",
-                "per-attempt timeouts need AsyncResilientExecutor (a running "
-                "thread cannot be interrupted safely); bound the total time "
-                "with RetryPolicy(deadline=...)",
-            )
-        return None
+    _is_async = False
 
     def run(
         self,
@@ -142,8 +119,8 @@ class ResilientExecutor(ExecutorBase):
                 if step is INVOKE:
                     try:
                         result = fn(*args, **kwargs)
-                        if type(result) not in _plain and _awaitable(result):
-                            raise _AwaitableError(fn, result)  # noqa: TRY301
+                        if type(result) not in plain and awaitable(result):
+                            raise AwaitableError(fn, result)  # noqa: TRY301
                     except BaseException as exc:  # noqa: BLE001 - see the step
                         if quick:
                             quick = False
@@ -213,11 +190,11 @@ class ResilientExecutor(ExecutorBase):
 
         .. versionadded:: 0.1.0
         """
-        key_of, bare = _protect_args(fn, key)
+        key_of, bare = protect_args(fn, key)
 
         def decorate(fn: Callable[P, T]) -> Callable[P, T]:
             if inspect.iscoroutinefunction(fn):
-                raise _AwaitableError(fn, None)
+                raise AwaitableError(fn, None)
 
             @functools.wraps(fn)
             def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
@@ -226,83 +203,6 @@ class ResilientExecutor(ExecutorBase):
             return wrapper
 
         return decorate if bare is None else decorate(bare)
-
-
-def _protect_args(fn: Any, key: Any) -> tuple[Callable[..., str], Any]:
-    """
-    Sort out ``protect``'s forms.
-
-    Returns:
-        The key function, and the function to protect at once when used
-        bare (else ``None``).
-    """
-    if fn is not None and key is not None:
-        raise ConfigError(
-            "key", "give the key once: protect(key=...) or protect('key')"
-        )
-    if fn is None:
-        return _key_function("default" if key is None else key), None
-    if isinstance(fn, str) or not callable(fn):
-        return _key_function(fn), None  # a fixed key, or a ConfigError
-    return _key_function("default"), fn
-
-
-def _awaitable(value: object) -> bool:
-    """
-    Whether a result is awaitable (a misuse of the sync executor).
-
-    Types found plain are remembered, so the check costs a set look-up.
-    """
-    if inspect.isawaitable(value):
-        return True
-    if len(_plain) < _PLAIN_MAX:
-        _plain.add(value.__class__)
-    return False
-
-
-# Result types known not to be awaitable (bounded: dynamic classes are not
-# pinned forever).
-_plain: set[type] = {
-    type(None),
-    bool,
-    int,
-    float,
-    str,
-    bytes,
-    dict,
-    list,
-    tuple,
-}
-_PLAIN_MAX = 1024
-
-
-class _AwaitableError(MisuseError):
-    """
-    A coroutine function (or an awaitable) given to the sync executor.
-
-    A usage error: never retried, never recorded as an upstream failure.
-    The coroutine is closed, so Python does not warn it was never awaited.
-    """
-
-    def __init__(self, fn: object, value: object) -> None:
-        if isinstance(value, types.CoroutineType):
-            value.close()
-        name = getattr(fn, "__qualname__", repr(fn))
-        what = (
-            "is a coroutine function"
-            if value is None or isinstance(value, types.CoroutineType)
-            else f"returned {type(value).__name__}, an awaitable"
-        )
-        super().__init__(
-            f"{name} {what}: ResilientExecutor runs synchronous code; use "
-            "AsyncResilientExecutor for coroutine functions"
-        )
-
-
-def _key_function(key: object) -> Callable[..., str]:
-    return _validate.key_function(
-        key, "a str or a function returning one", fixed=True
-    )
 
 
 __all__ = ["ResilientExecutor"]
