@@ -707,11 +707,6 @@ class Call:
 
     # -- record ---------------------------------------------------------------
 
-    def _duration(self) -> float:
-        if self.ctx is not None or self.pipe.timed:
-            return self.pipe.now() - self.t0
-        return 0.0
-
     def succeeded(self, result: Any) -> Step | Wait:
         """The attempt returned ``result``."""
         pipe = self.pipe
@@ -759,7 +754,9 @@ class Call:
         """The attempt raised ``exc`` (or was interrupted)."""
         pipe = self.pipe
         ctx = self.ctx
-        duration = self._duration()
+        duration = (
+            pipe.now() - self.t0 if ctx is not None or pipe.timed else 0.0
+        )
         if pipe.bulkhead is not None:
             pipe.bulkhead._release(ctx)
         if not isinstance(exc, Exception) or isinstance(exc, MisuseError):
