@@ -707,15 +707,21 @@ class Call:
 
     # -- record ---------------------------------------------------------------
 
+    def _over(self) -> float:
+        """The attempt is over: free its bulkhead slot; how long it ran."""
+        pipe = self.pipe
+        duration = (
+            pipe.now() - self.t0 if self.ctx is not None or pipe.timed else 0.0
+        )
+        if pipe.bulkhead is not None:
+            pipe.bulkhead._release(self.ctx)
+        return duration
+
     def succeeded(self, result: Any) -> Step | Wait:
         """The attempt returned ``result``."""
         pipe = self.pipe
         ctx = self.ctx
-        duration = (
-            pipe.now() - self.t0 if ctx is not None or pipe.timed else 0.0
-        )
-        if pipe.bulkhead is not None:
-            pipe.bulkhead._release(ctx)
+        duration = self._over()
         test = pipe.result_test
         if test is not None:
             try:
@@ -754,11 +760,7 @@ class Call:
         """The attempt raised ``exc`` (or was interrupted)."""
         pipe = self.pipe
         ctx = self.ctx
-        duration = (
-            pipe.now() - self.t0 if ctx is not None or pipe.timed else 0.0
-        )
-        if pipe.bulkhead is not None:
-            pipe.bulkhead._release(ctx)
+        duration = self._over()
         if not isinstance(exc, Exception) or isinstance(exc, MisuseError):
             # Interrupted, not failed (or misused): free the probe slot,
             # record nothing; `abandon` reports it.
