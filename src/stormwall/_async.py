@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from ._executor import ExecutorBase, protect_args
 from ._pipeline import INVOKE, RAISE, RETURN, CoroutineType, NotAwaitableError
@@ -114,7 +114,7 @@ class AsyncResilientExecutor(ExecutorBase):
         # just the breaker's permit (see `Pipeline.enter`).
         entered = pipe.enter(key)
         quick = entered.__class__ is int
-        call = cast("Call", entered)
+        call: Call = entered  # type: ignore[assignment]
         try:
             step = INVOKE if quick else call.admit()
             while True:
@@ -142,11 +142,11 @@ class AsyncResilientExecutor(ExecutorBase):
                             return result
                         step = call.succeeded(result)
                 elif step is RETURN:
-                    return cast("T", call.value)
+                    return call.value  # type: ignore[no-any-return]
                 elif step is RAISE:
                     raise call.raising  # noqa: TRY301 - what the step decided
                 else:
-                    wait = cast("Wait", step)
+                    wait: Wait = step  # type: ignore[assignment]
                     try:
                         outcome = await wait.awaiting(*wait.args)  # type: ignore[misc]
                     except BaseException as exc:  # noqa: BLE001 - see fail

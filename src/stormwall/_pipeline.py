@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from ._breaker import CircuitBreaker
+    from ._bus import EventBus
     from ._executor import ExecutorBase
     from ._limiters import Limiter
 
@@ -234,6 +235,7 @@ class Pipeline:
         "name",
         "now",
         "observed_generation",
+        "others",
         "policy",
         "quick",
         "refunds",
@@ -254,6 +256,8 @@ class Pipeline:
         self.limiter_timeout = executor._limiter_timeout
         self.bus = executor._bus
         self.buses = executor._buses
+        # The components' own buses (usually none).
+        self.others = tuple(b for b in self.buses if b is not self.bus)
         self.clock = executor._clock
         self.now = executor._clock.now
         # The async driver awaits an awaitable the fallback returns.
@@ -320,17 +324,18 @@ class Pipeline:
         hands to `settle` after a success, or to `resume` with what the
         attempt raised. Everything else goes through a `Call`.
         """
-        if self.quick and key.__class__ is str:
-            for bus in self.buses:
-                if bus._subs:
-                    break
-            else:
-                breaker, limiter = self.breaker, self.limiter
-                permit = 0 if breaker is None else breaker._closed_permit()
-                if permit is not None and (
-                    limiter is None or limiter._take(key, None, None)
-                ):
-                    return permit
+        if (
+            self.quick
+            and key.__class__ is str
+            and not self.bus._subs
+            and not (self.others and _listened(self.others))
+        ):
+            breaker, limiter = self.breaker, self.limiter
+            permit = 0 if breaker is None else breaker._closed_permit()
+            if permit is not None and (
+                limiter is None or limiter._take(key, None, None)
+            ):
+                return permit
         return self.call(key)
 
     def resume(
@@ -1020,6 +1025,11 @@ class StoredCall(Call):
             ),
             self._gate_refused,
         )
+
+
+def _listened(buses: tuple[EventBus, ...]) -> bool:
+    """Whether anybody listens on any of ``buses``."""
+    return any(bus._subs for bus in buses)
 
 
 def _nothing(*_: object) -> None:
