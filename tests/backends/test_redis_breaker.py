@@ -25,7 +25,6 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-import _redis_breaker_worker as worker
 from stormwall import (
     BackendUnavailableError,
     CircuitBreaker,
@@ -40,6 +39,7 @@ from stormwall.events import (
     BreakerRejected,
     BreakerStateChanged,
 )
+from tests.support import redis_breaker_worker as worker
 
 
 pytestmark = pytest.mark.integration

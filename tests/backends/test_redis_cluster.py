@@ -1,6 +1,6 @@
 """
 Redis limiters and the shared breaker on a real 3-node Redis Cluster
-(tests/_redis_cluster.py).
+(tests/support/redis_cluster.py).
 
 Keys spread over every node, one limiter's keys for one call key share a
 slot (its script touches them together), ``SCAN MATCH prefix:*`` on every
@@ -25,7 +25,6 @@ import redis
 import redis.asyncio
 from redis.cluster import ClusterNode
 
-from _redis_cluster import redis_cluster  # noqa: F401 - a fixture
 from stormwall import (
     AsyncResilientExecutor,
     CircuitBreaker,
@@ -43,6 +42,7 @@ from stormwall.backends.redis import (
 )
 from stormwall.events import BackendError, BreakerStateChanged
 from stormwall.testing import EventRecorder
+from tests.support.redis_cluster import redis_cluster  # noqa: F401 - a fixture
 
 
 pytestmark = pytest.mark.integration

@@ -6,7 +6,8 @@ components are built without any I/O) with warnings as errors, and gives a
 client the retry object of its own world: ``redis.retry.Retry`` for
 ``redis.Redis``, ``redis.asyncio.retry.Retry`` for ``redis.asyncio.Redis``
 (redis-py 8.2 warns about the mix). The ACL line docs/scaling.md gives is
-the one tests/test_redis_backend_failures.py runs against a real server.
+the one tests/backends/test_redis_backend_failures.py runs against a real
+server.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pytest
 
 pytest.importorskip("redis")
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCALING = ROOT / "docs" / "scaling.md"
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
@@ -102,7 +103,7 @@ def test_each_snippet_builds_without_a_warning(page, code):
 
 def test_the_acl_line_is_the_tested_one():
     """The documented ACL line is what the real-server test applies."""
-    from test_redis_backend_failures import ACL_RULES
+    from tests.backends.test_redis_backend_failures import ACL_RULES
 
     (line,) = [
         line

@@ -708,7 +708,7 @@ def _bucket_excess(times, capacity, rate):
 @pytest.mark.slow
 def test_four_processes_share_one_limit(redis_server):
     """4 processes x 8 threads stay within both limits' arithmetic."""
-    from _redis_worker import hammer
+    from tests.support.redis_worker import hammer
 
     params = {"limit": 40, "window": 0.5, "capacity": 20, "rate": 100.0}
     seconds = 2.5

@@ -32,7 +32,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from _otel_compat import prometheus_reader
 from stormwall import (
     BackendUnavailableError,
     CircuitBreaker,
@@ -46,6 +45,7 @@ from stormwall.backends.redis import RedisBreakerStore, RedisTokenBucket
 from stormwall.exporters.logging import LoggingExporter
 from stormwall.exporters.otel import MetricsExporter, TracingExporter
 from stormwall.exporters.prometheus import PrometheusExporter, serve_metrics
+from tests.support.otel_compat import prometheus_reader
 
 
 def nobody_listens() -> int:

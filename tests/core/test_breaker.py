@@ -16,7 +16,6 @@ from datetime import timedelta
 import pytest
 
 import stormwall
-from _bad_inputs_breaker import BAD_INPUTS
 from stormwall import (
     AttemptTimeoutError,
     CircuitBreaker,
@@ -30,6 +29,7 @@ from stormwall._component import CallContext
 from stormwall._core import _breaker as core_breaker
 from stormwall._core._health import CountWindow, TimeWindow
 from stormwall.events import BreakerRejected, BreakerStateChanged
+from tests.support.bad_inputs_breaker import BAD_INPUTS
 
 
 BOOM = RuntimeError("boom")

@@ -13,7 +13,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from _bad_inputs_limiters import BAD_INPUTS
 from stormwall import (
     AsyncResilientExecutor,
     Bulkhead,
@@ -30,6 +29,7 @@ from stormwall.events import (
     BulkheadRejected,
     BulkheadReleased,
 )
+from tests.support.bad_inputs_limiters import BAD_INPUTS
 
 
 def wait_until(predicate, timeout=5.0):

@@ -2,8 +2,9 @@
 One table: every public constructor refuses every value outside each
 parameter's domain with a ConfigError naming the parameter.
 
-Rows for each component live beside its tests (``_bad_inputs_*.py``); the
-executor's, the clock's and the bus's are here.
+Each component's rows live in tests/support/ (``bad_inputs_*.py``), which
+its own test module reads too; the executor's, the clock's and the bus's
+are here.
 """
 
 from __future__ import annotations
@@ -16,9 +17,6 @@ from datetime import timedelta
 
 import pytest
 
-from _bad_inputs_breaker import BAD_INPUTS as BREAKER
-from _bad_inputs_limiters import BAD_INPUTS as LIMITERS
-from _bad_inputs_retry import BAD_INPUTS as RETRY
 from stormwall import (
     AsyncResilientExecutor,
     CircuitBreaker,
@@ -30,6 +28,9 @@ from stormwall import (
     TokenBucket,
 )
 from stormwall.testing import EventRecorder
+from tests.support.bad_inputs_breaker import BAD_INPUTS as BREAKER
+from tests.support.bad_inputs_limiters import BAD_INPUTS as LIMITERS
+from tests.support.bad_inputs_retry import BAD_INPUTS as RETRY
 
 
 def executor_rows():

@@ -312,7 +312,7 @@ class TestCanonicalScenarios:
         """Both executors report the very same event names for a scenario."""
         names = {}
         for kind in ("sync", "async"):
-            from conftest import Harness
+            from tests.support.harness import Harness
 
             h = Harness(kind)
             ex = h.executor(

@@ -13,7 +13,6 @@ import time
 
 import pytest
 
-from _bad_inputs_limiters import BAD_INPUTS
 from stormwall import (
     CompositeLimiter,
     ConfigError,
@@ -27,6 +26,7 @@ from stormwall import (
 )
 from stormwall._core._limiters import SLACK, rows
 from stormwall.events import LimiterAllowed, LimiterRejected, LimiterWaited
+from tests.support.bad_inputs_limiters import BAD_INPUTS
 
 
 def wait_until(predicate, timeout=5.0):

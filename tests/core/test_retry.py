@@ -14,7 +14,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from _bad_inputs_retry import BAD_INPUTS
 from stormwall import (
     AttemptTimeoutError,
     BulkheadFullError,
@@ -24,6 +23,7 @@ from stormwall import (
     RetryBudget,
     RetryPolicy,
 )
+from tests.support.bad_inputs_retry import BAD_INPUTS
 
 
 class Fixed:

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 
-HERE = pathlib.Path(__file__).parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 mypy = pytest.importorskip("mypy")
 
 WRONG = """
@@ -47,13 +47,13 @@ def run_mypy(path):
             "--strict",
             "--no-incremental",
             "--config-file",
-            str(HERE.parent / "pyproject.toml"),
+            str(ROOT / "pyproject.toml"),
             str(path),
         ],
         capture_output=True,
         text=True,
         check=False,
-        cwd=HERE.parent,
+        cwd=ROOT,
     )
 
 
@@ -61,7 +61,7 @@ def run_mypy(path):
 class TestTyping:
     def test_api_file_type_checks(self):
         """tests/typing/api.py passes mypy --strict."""
-        out = run_mypy(HERE / "typing" / "api.py")
+        out = run_mypy(ROOT / "tests" / "typing" / "api.py")
 
         assert 0 == out.returncode, out.stdout
 

@@ -19,7 +19,7 @@ from stormwall._demo import MISSING_EXTRA
 from stormwall._export import FILES
 
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _have_demo_extra():

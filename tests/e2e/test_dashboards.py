@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from _dashboard_workload import (
+from stormwall.exporters import _vocabulary as vocab
+from tests.support.dashboard_workload import (
     ALERTS,
     ALERTS_TEST,
     BUILTIN_VARIABLES,
@@ -26,8 +27,7 @@ from _dashboard_workload import (
     targets,
     variables_used,
 )
-from conftest import require_binary
-from stormwall.exporters import _vocabulary as vocab
+from tests.support.servers import require_binary
 
 
 if TYPE_CHECKING:

@@ -25,17 +25,17 @@ pytest.importorskip("opentelemetry.exporter.prometheus")
 from opentelemetry.sdk.metrics import MeterProvider
 from prometheus_client import CollectorRegistry
 
-from _dashboard_workload import (
+from stormwall import EventBus
+from stormwall.exporters.otel import MetricsExporter
+from stormwall.exporters.prometheus import PrometheusExporter, serve_metrics
+from tests.support.dashboard_workload import (
     Workload,
     load_dashboard,
     substitute,
     targets,
 )
-from _otel_compat import prometheus_reader
-from conftest import require_binary
-from stormwall import EventBus
-from stormwall.exporters.otel import MetricsExporter
-from stormwall.exporters.prometheus import PrometheusExporter, serve_metrics
+from tests.support.otel_compat import prometheus_reader
+from tests.support.servers import require_binary
 
 
 if TYPE_CHECKING:

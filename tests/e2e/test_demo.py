@@ -54,7 +54,7 @@ from stormwall.events import (
 )
 
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _have(*modules):

@@ -22,7 +22,7 @@ from stormwall._export import FILES
 
 
 SRC = pathlib.Path(stormwall.__file__).parent
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 class TestPublicAPI:

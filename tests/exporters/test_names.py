@@ -17,7 +17,6 @@ from opentelemetry.sdk.metrics import MeterProvider
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from _otel_compat import prometheus_reader
 from stormwall import (
     Bulkhead,
     BulkheadFullError,
@@ -35,6 +34,7 @@ from stormwall.events import BackendError
 from stormwall.exporters import _vocabulary as vocab
 from stormwall.exporters.otel import MetricsExporter
 from stormwall.exporters.prometheus import PrometheusExporter
+from tests.support.otel_compat import prometheus_reader
 
 
 class Boom(Exception):

@@ -37,7 +37,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 )
 from opentelemetry.trace import SpanKind, StatusCode
 
-from conftest import Harness
 from stormwall import (
     AsyncResilientExecutor,
     Bulkhead,
@@ -64,6 +63,7 @@ from stormwall.exporters.otel import (
     MetricsExporter,
     TracingExporter,
 )
+from tests.support.harness import Harness
 
 
 class Boom(Exception):
@@ -216,7 +216,7 @@ class TestCallTree:
         ]
         assert ["exception"] == event_names(attempts[0])
         exception = attempts[0].events[0].attributes
-        assert "test_exporters_otel.Boom" == exception["exception.type"]
+        assert "tests.exporters.test_otel.Boom" == exception["exception.type"]
         assert [] == event_names(attempts[2])
 
     def test_span_in_function_is_child_of_attempt(self, harness, tracing):
@@ -640,7 +640,7 @@ class TestPrivacy:
                 span.attributes["error.type"]
                 in event.attributes["exception.type"]
             )
-        assert {"test_exporters_otel.Boom"} <= {
+        assert {"tests.exporters.test_otel.Boom"} <= {
             s.events[0].attributes["exception.type"] for s in failed
         }
 
@@ -653,7 +653,10 @@ class TestPrivacy:
         assert "exception" == event.name
         assert SECRET in event.attributes["exception.message"]
         assert "Traceback" in event.attributes["exception.stacktrace"]
-        assert "test_exporters_otel.Boom" == event.attributes["exception.type"]
+        assert (
+            "tests.exporters.test_otel.Boom"
+            == event.attributes["exception.type"]
+        )
 
 
 class TestTracingRobustness:

@@ -29,7 +29,7 @@ from stormwall import (
 )
 
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = ROOT / "dashboards"
 DASHBOARD = DASHBOARDS / "stormwall-overview.json"
 ALERTS = DASHBOARDS / "alerts.yml"

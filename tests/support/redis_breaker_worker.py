@@ -1,5 +1,5 @@
 """
-Subprocess bodies for tests/test_redis_breaker.py (run with "spawn").
+Subprocess bodies for tests/backends/test_redis_breaker.py (run with "spawn").
 
 Each builds its own client, store and breaker on the Redis at ``port``, as
 a separate service process would, and reports what happened on a queue.

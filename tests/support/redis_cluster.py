@@ -9,7 +9,7 @@ so a client that cached the old owner gets ``MOVED``.
 
 Use the fixture from a test module::
 
-    from _redis_cluster import redis_cluster  # noqa: F401 - a fixture
+    from tests.support.redis_cluster import redis_cluster  # noqa: F401
 
 It skips when ``redis-server`` or ``redis-cli`` is missing, and fails instead
 under ``STORMWALL_REQUIRE_INTEGRATION=1``, like the other integration tests.
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from conftest import free_port, require_binary
+from tests.support.servers import free_port, require_binary
 
 
 if TYPE_CHECKING:
