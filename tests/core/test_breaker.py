@@ -8,8 +8,6 @@ The breaker is driven through the internal methods the executors call
 
 from __future__ import annotations
 
-import ast
-import pathlib
 import threading
 from datetime import timedelta
 
@@ -1057,22 +1055,6 @@ class TestTransitionTable:
         assert [] == [
             key for key, to in core_breaker.TRANSITIONS.items() if key[0] is to
         ]
-
-    @pytest.mark.parametrize(
-        "module", ["_breaker", "_health"], ids=["breaker", "health"]
-    )
-    def test_core_is_sans_io(self, module):
-        """The breaker's core modules import no clock, thread or loop."""
-        path = pathlib.Path(core_breaker.__file__).with_name(f"{module}.py")
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        imported = set()
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                imported |= {a.name.split(".")[0] for a in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.level == 0:
-                imported.add((node.module or "").split(".")[0])
-
-        assert set() == imported & {"asyncio", "threading", "time"}
 
 
 class TestThreads:

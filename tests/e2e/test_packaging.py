@@ -1,7 +1,8 @@
 """
-The package as shipped: the public API, no third-party import, a sans-IO
-core, and the wheel and sdist holding the dashboards that
-``stormwall dashboards export`` writes.
+The package as shipped: the public API, no third-party import, outer
+layers on public names only, one module reading real time, and the wheel and
+sdist holding the dashboards that ``stormwall dashboards export`` writes.
+(The core's sans-I/O scan is tests/core/test_sans_io.py.)
 """
 
 from __future__ import annotations
@@ -92,37 +93,6 @@ class TestDependencies:
         )
 
         assert "" == out.stdout.strip()
-
-    def test_core_is_sans_io(self):
-        """Nothing under stormwall._core imports time, asyncio, threading
-        waits or an exporter."""
-        forbidden = {
-            "asyncio",
-            "time",
-            "threading",
-            "socket",
-            "stormwall.exporters",
-            "stormwall._clock",
-        }
-        offenders = []
-        for path in (SRC / "_core").glob("*.py"):
-            tree = ast.parse(path.read_text())
-            for node in ast.walk(tree):
-                if isinstance(node, ast.Import):
-                    mods = [a.name for a in node.names]
-                elif isinstance(node, ast.ImportFrom):
-                    mods = [node.module or ""]
-                    if node.level:
-                        mods = [f"stormwall.{node.module or ''}".rstrip(".")]
-                else:
-                    continue
-                for mod in mods:
-                    if any(
-                        mod == f or mod.startswith(f + ".") for f in forbidden
-                    ):
-                        offenders.append(f"{path.name}: {mod}")
-
-        assert [] == offenders
 
     @pytest.mark.parametrize("package", ["exporters", "integrations"])
     def test_outer_layers_import_only_public_names(self, package):
