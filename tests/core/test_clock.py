@@ -1,3 +1,8 @@
+"""
+The clocks: `MonotonicClock`'s real sleeps and waiters, and `MockClock` in
+autojump and manual mode (timers, waiters, validation, long waits).
+"""
+
 from __future__ import annotations
 
 import asyncio

@@ -1,3 +1,5 @@
+"""The event dataclasses: frozen, slotted, uniquely named, optional fields."""
+
 from __future__ import annotations
 
 import dataclasses

@@ -1,3 +1,9 @@
+"""
+The sync and async executors over the ``harness`` fixture: canonical
+scenarios, timeouts, cancellation, retry rules, admission, configuration,
+half-open probe slots, hooks and interrupts, async misuse.
+"""
+
 from __future__ import annotations
 
 import asyncio

@@ -1,3 +1,8 @@
+"""
+``stormwall.testing``: `EventRecorder` and its assertions, and the pytest
+plugin's fixtures registered by entry point.
+"""
+
 from __future__ import annotations
 
 import pytest

@@ -1,3 +1,8 @@
+"""
+A failing exporter (logging, structlog, prometheus or a bare handler)
+never changes what a call returns or raises, nor silences the others.
+"""
+
 from __future__ import annotations
 
 import io
