@@ -241,6 +241,8 @@ class Pipeline:
         "refunds",
         "result_test",
         "settle",
+        "sleep",
+        "sleep_async",
         "timed",
     )
 
@@ -260,6 +262,8 @@ class Pipeline:
         self.others = tuple(b for b in self.buses if b is not self.bus)
         self.clock = executor._clock
         self.now = executor._clock.now
+        self.sleep = executor._clock.sleep
+        self.sleep_async = executor._clock.sleep_async
         # The async driver awaits an awaitable the fallback returns.
         self.awaits_fallback = awaits
         self.budget = None if policy is None else policy.budget
@@ -348,7 +352,6 @@ class Pipeline:
         call.ctx = None
         call.started = 0.0
         call.attempt = 1
-        call.error = None
         call.previous = None
         call.receipt = None
         call.permit = permit
@@ -467,21 +470,6 @@ class Pipeline:
 
     # -- decisions ------------------------------------------------------------
 
-    def retry_wanted(self, attempt: int, error: BaseException | None) -> bool:
-        """
-        Whether the policy would retry this failure.
-
-        That is: attempts are left, and the error is retryable (or the result
-        was rejected). The call then asks an open breaker before
-        `retry_delay`: retrying into it is pointless, and asking reports the
-        refusal (BreakerRejected, counted) like any other; its
-        `CircuitOpenError` ends the call, chained to the failure.
-        """
-        policy = self.policy
-        if policy is None or attempt >= self.max_attempts:
-            return False
-        return error is None or policy._retries(error)
-
     def retry_delay(
         self,
         attempt: int,
@@ -498,7 +486,7 @@ class Pipeline:
             The back-off delay, or ``None`` to give up with this failure.
         """
         policy = self.policy
-        assert policy is not None  # noqa: S101 - retry_wanted checked it
+        assert policy is not None  # noqa: S101 - Call._decide checked it
         delay: float = policy._backoff(
             attempt, result if error is None else error, previous
         )
@@ -594,8 +582,8 @@ class Call:
 
     # -- admit: breaker gate, limiter, bulkhead ------------------------------
 
-    def admit(self) -> Step | Wait:
-        """Pass the gates for the next attempt."""
+    def admit(self, _: object = None) -> Step | Wait:
+        """Pass the gates for the next attempt (also a back-off's ``then``)."""
         pipe = self.pipe
         ctx = self.ctx
         if ctx is not None:
@@ -752,6 +740,8 @@ class Call:
         self, breaker: CircuitBreaker, duration: float
     ) -> Step | Wait:
         breaker._on_success(self.permit, duration, self.ctx)
+        if self.ctx is None:
+            return RETURN
         return self._won()
 
     def _won(self, _: object = None) -> Step:
@@ -797,14 +787,27 @@ class Call:
     # -- decide ---------------------------------------------------------------
 
     def _decide(self, _: object = None) -> Step | Wait:
-        """Retry, or end the call with what the last attempt left."""
+        """
+        Retry, or end the call with what the last attempt left.
+
+        A retry needs attempts left and a retryable error (or a rejected
+        result). An open breaker is then asked first (`_probe`): retrying
+        into it is pointless, and asking reports the refusal
+        (BreakerRejected, counted) like any other; its `CircuitOpenError`
+        ends the call, chained to the failure.
+        """
         pipe = self.pipe
-        try:
-            wanted = pipe.retry_wanted(self.attempt, self.error)
-        except Exception as exc:  # noqa: BLE001 - re-raised, chained
-            return self._hook_raised(exc)
-        if not wanted:
+        policy = pipe.policy
+        if policy is None or self.attempt >= pipe.max_attempts:
             return self._stop()
+        error = self.error
+        if error is not None:
+            try:
+                wanted = policy._retries(error)
+            except Exception as exc:  # noqa: BLE001 - re-raised, chained
+                return self._hook_raised(exc)
+            if not wanted:
+                return self._stop()
         breaker = pipe.breaker
         if breaker is not None and breaker._rejecting():
             return self._probe(breaker)
@@ -834,13 +837,9 @@ class Call:
         if delay is None:
             return self._stop()
         self.previous = delay
-        clock = pipe.clock
         return Wait(
-            clock.sleep, clock.sleep_async, (delay,), self._slept, _reraise
+            pipe.sleep, pipe.sleep_async, (delay,), self.admit, _reraise
         )
-
-    def _slept(self, _: object) -> Step | Wait:
-        return self.admit()
 
     def _hook_raised(self, exc: Exception) -> Step:
         # A user hook (retry_on, retry_after) raised: surface its bug, with
@@ -961,7 +960,7 @@ class StoredCall(Call):
 
     __slots__ = ()
 
-    def admit(self) -> Step | Wait:
+    def admit(self, _: object = None) -> Step | Wait:
         ctx = self.ctx
         if ctx is not None:
             ctx.attempt = self.attempt + 1
