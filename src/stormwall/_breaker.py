@@ -421,16 +421,15 @@ class CircuitBreaker(Component):
 
     # -- what the executors call (docs/internals.md) --------------------------
 
-    def _closed_permit(self) -> int | None:
+    def _closed_record(self) -> BreakerRecord | None:
         """
-        The pipeline's quick admission: a permit while closed, else None.
+        The record the pipeline may read for a quick, lock-free admission.
 
-        Nothing is reported or held (a closed breaker's permit holds no probe
-        slot); on None the pipeline takes the full `_admit` path.
+        While ``record.state`` is closed, ``record.generation`` (read first)
+        is a permit, as `_admit` would return it, holding no probe slot and
+        reporting nothing. None: every admission goes through `_admit`.
         """
-        rec = self._record
-        permit = rec.generation
-        return permit if rec.state is _CLOSED else None
+        return self._record
 
     def _admit(self, ctx: CallContext | None) -> int:
         """
@@ -623,7 +622,7 @@ class _SharedCircuitBreaker(CircuitBreaker):
         state = self._shared.cached_state().value
         return f"<CircuitBreaker {self._name!r} state={state} (shared)>"
 
-    def _closed_permit(self) -> None:
+    def _closed_record(self) -> None:
         """Every decision is the store's: never a quick admission."""
         return
 

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from . import _validate
 from ._component import CallContext
+from ._core._breaker import CLOSED
 from ._errors import AttemptTimeoutError, CircuitOpenError, RejectedError
 from ._events import (
     AttemptEnded,
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
 
     from ._breaker import CircuitBreaker
     from ._bus import EventBus
+    from ._core._breaker import BreakerRecord
     from ._executor import ExecutorBase
     from ._limiters import Limiter
 
@@ -238,6 +240,7 @@ class Pipeline:
         "others",
         "policy",
         "quick",
+        "record",
         "refunds",
         "result_test",
         "settle",
@@ -297,6 +300,11 @@ class Pipeline:
             and self.bulkhead is None
             and self.deadline is None
         )
+        # What a quick admission reads of the breaker (None: no breaker, or
+        # one whose every decision is made elsewhere).
+        self.record: BreakerRecord | None = (
+            None if breaker is None else breaker._closed_record()
+        )
         # Whether a call's first attempt may skip the `Call` (see `enter`):
         # nothing to date, time, test, or wait for but a limiter's permit.
         self.quick = (
@@ -304,7 +312,7 @@ class Pipeline:
             and not self.dated
             and not self.timed
             and self.result_test is None
-            and (breaker is None or not breaker._async_only)
+            and (breaker is None or self.record is not None)
         )
         #: ``settle(permit, 0.0, None)``: record a quick attempt's success.
         self.settle: Callable[[Any, float, None], None] = (
@@ -334,9 +342,11 @@ class Pipeline:
             and not self.bus._subs
             and not (self.others and _listened(self.others))
         ):
-            breaker, limiter = self.breaker, self.limiter
-            permit = 0 if breaker is None else breaker._closed_permit()
-            if permit is not None and (
+            rec, limiter = self.record, self.limiter
+            # The generation first: a transition writes the state before
+            # bumping it (see `CircuitBreaker._admit`).
+            permit = 0 if rec is None else rec.generation
+            if (rec is None or rec.state is CLOSED) and (
                 limiter is None or limiter._take(key, None, None)
             ):
                 return permit
