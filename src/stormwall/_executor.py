@@ -23,6 +23,7 @@ Everything here is decision and bookkeeping; the two shells (`_sync.py`,
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import threading
@@ -52,8 +53,10 @@ from ._retry import RetryPolicy
 
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from typing import Self
+
+    from ._core._backoff import RandomSource
 
 
 logger = logging.getLogger("stormwall")
@@ -524,6 +527,50 @@ class ExecutorBase:
                 )
             )
         self._call_ended(ctx, "fallback", attempts, started, error)
+
+    # -- keeping time on another clock (the simulator's seam) ---------------
+
+    @contextlib.contextmanager
+    def _keeping_time(
+        self, clock: Clock, rng: RandomSource | None = None
+    ) -> Iterator[None]:
+        """
+        Keep time on ``clock`` inside the block, then on the own clock again.
+
+        The executor and every component that keeps time (breaker, limiter
+        and its tiers, bulkhead, retry budget) switch to ``clock`` with fresh
+        time-keeping state, set aside and put back when the block ends: a
+        breaker opened or a bucket emptied in virtual time never leaks into
+        real time, nor the other way round. With ``rng``, the retry policy
+        draws jitter from it meanwhile. Only the executor's own fields and
+        its components' ``_rebind_clock`` are touched, never the run loop,
+        which reads ``self._clock`` per call.
+
+        Raises:
+            ConfigError: ``executor``: it keeps time with a clock other than
+                the default one (given to it or to a component), or is
+                already keeping time elsewhere; or, naming the component's
+                parameter, a component that keeps time with a backend.
+        """
+        if self._clock is not DEFAULT_CLOCK:
+            raise ConfigError(
+                "executor",
+                f"{self._name!r} keeps time with {self._clock!r}; only an "
+                "executor built with the default clock (and components "
+                "given none) can keep time on another one",
+            )
+        restores: list[Callable[[], None]] = []
+        try:
+            for param, component in self._components():
+                restores.append(component._rebind_clock(clock, param))
+            if rng is not None and self._policy is not None:
+                restores.append(self._policy._drawing_from(rng))
+            self._clock = clock
+            yield
+        finally:
+            self._clock = DEFAULT_CLOCK
+            for restore in reversed(restores):
+                restore()
 
 
 def _optional(param: str, value: object, cls: type[Any], what: str) -> Any:
