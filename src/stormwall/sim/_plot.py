@@ -10,6 +10,7 @@ and saved without a timestamp, so the same run gives the same file.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 
@@ -71,7 +72,7 @@ def _shade(ax: Any, outages: Sequence[tuple[float, float, float]]) -> None:
             alpha=0.12 + 0.18 * fraction,
             lw=0,
             label=(
-                f"upstream failing ({fraction:.0%} of requests)"
+                f"upstream outage ({fraction:.0%} of requests fail)"
                 if n == 0
                 else None
             ),
@@ -200,48 +201,55 @@ def plot_compare(
     results: Sequence[SimResult], path: str | Path, *, title: str
 ) -> None:
     """Several runs of one traffic: amplification, success, p99 latency."""
-    fig = Figure(figsize=(10, 9), layout="constrained")
+    fig = Figure(figsize=(10, 9.5), layout="constrained")
     axes = fig.subplots(3, 1, sharex=True)
     fig.suptitle(title)
     for n, result in enumerate(results):
         x = _seconds(result)
-        colour = SERIES[n % len(SERIES)]
+        # Runs often coincide (a breaker with or without a budget): vary
+        # the dash and the width too, so no line hides another.
+        style = {
+            "where": "mid",
+            "color": SERIES[n % len(SERIES)],
+            "linestyle": _DASHES[n % len(_DASHES)],
+            "linewidth": 2.6 - 0.5 * (n % 4),
+            "label": result.label,
+        }
         amplification = [
-            row["attempts"] / row["offered"]
-            if row["offered"]
-            else float("nan")
+            row["attempts"] / row["offered"] if row["offered"] else math.nan
             for row in result.timeline
         ]
         success = [
-            row["succeeded"] / ended
-            if (ended := _ended(row))
-            else float("nan")
+            row["succeeded"] / ended if (ended := _ended(row)) else math.nan
             for row in result.timeline
         ]
-        axes[0].step(
-            x, amplification, where="mid", color=colour, label=result.label
-        )
-        axes[1].step(x, success, where="mid", color=colour, label=result.label)
-        axes[2].step(
-            x,
-            _column(result, "p99"),
-            where="mid",
-            color=colour,
-            label=result.label,
-        )
+        axes[0].step(x, amplification, **style)
+        axes[1].step(x, success, **style)
+        axes[2].step(x, _column(result, "p99"), **style)
     outages = results[0].outages if results else []
     for ax in axes:
         _shade(ax, outages)
-        ax.legend(loc="upper right", fontsize="small")
-    axes[0].set_title("Amplification: upstream attempts per call offered")
+        ax.grid(alpha=0.3)
+    axes[0].set_title("Amplification: attempts reaching the upstream per call")
     axes[0].set_ylabel("attempts / call")
-    axes[1].set_title("Success ratio of the calls ended")
+    axes[1].set_title("Success ratio of the calls that ended")
     axes[1].set_ylabel("fraction")
     axes[1].set_ylim(-0.02, 1.02)
-    axes[2].set_title("p99 latency the callers saw")
+    axes[2].set_title("p99 latency the callers saw (every outcome)")
     axes[2].set_ylabel("seconds")
-    axes[2].set_xlabel("virtual time (s)")
+    axes[2].set_xlabel("virtual time since the start (s)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(
+        handles,
+        labels,
+        loc="outside lower center",
+        ncols=min(len(labels), 3),
+        fontsize="small",
+    )
     _save(fig, path)
+
+
+_DASHES = ["solid", "solid", "dashed", "dotted", "dashdot"]
 
 
 def _ended(row: Mapping[str, Any]) -> int:

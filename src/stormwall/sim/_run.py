@@ -38,6 +38,7 @@ from ._upstream import Upstream, UpstreamError, _Server
 
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from .._bus import EventBus
@@ -178,6 +179,7 @@ def run(
     seed: int = 0,
     key: str = "default",
     label: str | None = None,
+    progress: Callable[[float], None] | None = None,
 ) -> SimResult:
     """
     Simulate ``executor`` against ``upstream`` in virtual time.
@@ -203,6 +205,8 @@ def run(
         seed: Same seed, same executor settings, same result, bit for bit.
         key: The call key passed to ``executor.run``.
         label: The name in legends (default: the executor's name).
+        progress: Called with the fraction of ``duration`` done, once per
+            virtual second (for a progress bar).
 
     Exactly one of ``rate`` and ``clients`` is given.
 
@@ -247,6 +251,7 @@ def run(
         )
     _validate.key(key)
     sim = _Simulation(executor, upstream, rate, clients, duration, seed, key)
+    sim.progress = progress
     with asyncio.Runner(loop_factory=VirtualEventLoop) as runner:
         runner.run(sim.main())
     return sim.result(label or executor.name)
@@ -291,6 +296,7 @@ class _Simulation:
         self.server: _Server | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         self.end = duration
+        self.progress: Callable[[float], None] | None = None
 
     # -- per-second bins ------------------------------------------------------
 
@@ -469,6 +475,8 @@ class _Simulation:
                 if tokens is not None:
                     sample["limiter_permits"] = tokens(self.key)
             self.samples.append(sample)
+            if self.progress is not None:
+                self.progress(min(1.0, second / self.duration))
 
     # -- the result -----------------------------------------------------------
 
