@@ -87,8 +87,13 @@ class _JumpingSelector(selectors.BaseSelector):
             # Nothing scheduled: only the OS or another thread can wake us.
             self.os_waits += 1
             return self._real.select(None)
+        if timeout <= 0:
+            # Callbacks are ready: run them first. The OS is polled before
+            # time jumps, so I/O and other threads are still seen before
+            # virtual time moves on (and a run pays no syscall per step).
+            return []
         ready = self._real.select(0)
-        if not ready and timeout > 0:
+        if not ready:
             self.now += timeout
             self.jumps += 1
         return ready

@@ -365,6 +365,7 @@ class _Simulation:
                 subscription.close()
 
     async def _open_loop(self, rate: float) -> None:
+        """Poisson arrivals: a timer callback per call starts its task."""
         loop = self.loop
         assert loop is not None  # noqa: S101
         gap = self.arrivals.expovariate
@@ -372,13 +373,22 @@ class _Simulation:
         tasks = self.tasks
         discard = tasks.discard
         call = self._call
-        t = gap(rate)
-        while t < duration:
-            await asyncio.sleep(t - loop.time())
+        done = loop.create_future()
+
+        def arrive(t: float) -> None:
             task = loop.create_task(call())
             tasks.add(task)
             task.add_done_callback(discard)
             t += gap(rate)
+            if t < duration:
+                loop.call_at(t, arrive, t)
+            elif not done.done():
+                done.set_result(None)
+
+        first = gap(rate)
+        if first < duration:
+            loop.call_at(first, arrive, first)
+            await done
 
     async def _client(self) -> None:
         loop = self.loop
