@@ -350,14 +350,11 @@ def plot_dashboard(result: SimResult, path: str | Path, *, title: str) -> None:
     twin.set_ylabel("attempts / call")
     ax.set_title("Retries  (rate(stormwall_retries_total))")
     ax.set_ylabel("retries / s")
-    handles, labels = ax.get_legend_handles_labels()
     more = twin.get_legend_handles_labels()
-    ax.legend(
-        handles + more[0],
-        labels + more[1],
-        loc="upper right",
-        fontsize="small",
-    )
+    _shade(ax, result.outages)
+    h2, l2 = ax.get_legend_handles_labels()
+    # Inside, where the panel is empty: beside it the twin axis' label is.
+    ax.legend(h2 + more[0], l2 + more[1], loc="center left", fontsize="small")
 
     ax = axes[3]
     for name, label, colour in (
@@ -374,10 +371,18 @@ def plot_dashboard(result: SimResult, path: str | Path, *, title: str) -> None:
     ax.set_ylabel("requests / s")
     ax.set_xlabel("time (s)")
     for n, ax in enumerate(axes):
-        _shade(ax, result.outages)
-        if n != 2:
-            ax.legend(loc="upper right", fontsize="small")
+        if n != 2:  # the retries panel is shaded and labelled above
+            _shade(ax, result.outages)
+            ax.legend(**_BESIDE)
     _save(fig, path)
+
+
+# Legends beside a panel, never over its data.
+_BESIDE: dict[str, Any] = {
+    "loc": "upper left",
+    "bbox_to_anchor": (1.01, 1.0),
+    "fontsize": "small",
+}
 
 
 def plot_waterfall(
@@ -429,7 +434,7 @@ def plot_waterfall(
     ax.set_yticks(range(len(spans)), [s[0] for s in spans])
     ax.invert_yaxis()
     ax.set_xlabel("time since the call started (ms)")
-    ax.legend(loc="lower right", fontsize="small")
+    fig.legend(loc="outside lower center", ncols=4, fontsize="small")
     ax.grid(axis="x", alpha=0.3)
     ax.set_xlim(0, max(s[2] for s in spans) * 1000 * 1.15)
     _save(fig, path)
