@@ -12,9 +12,9 @@ import csv
 import json
 import math
 import sys
-import time
 from typing import TYPE_CHECKING, TextIO
 
+from .._clock import DEFAULT_CLOCK
 from .._errors import ConfigError
 from ._scenarios import occ_scenario, retry_storm, scenario_file
 
@@ -44,7 +44,7 @@ class _Progress:
         self.stream = stream
         self.tty = stream is not None and stream.isatty()
         self.last = ""
-        self.started = time.monotonic()
+        self.started = DEFAULT_CLOCK.now()
 
     def __call__(self, what: str, fraction: float) -> None:
         stream = self.stream
@@ -65,7 +65,7 @@ class _Progress:
             return
         if self.tty:
             self.stream.write("\r" + " " * (self.WIDTH + 70) + "\r")
-        elapsed = time.monotonic() - self.started
+        elapsed = DEFAULT_CLOCK.now() - self.started
         self.stream.write(f"simulated in {elapsed:.1f} s of real time\n")
         self.stream.flush()
 
