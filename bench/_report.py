@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from _harness import Case, run_interleaved
 from cases import breakers, executors, exporters, keys, limiters, redis_cases
+from cases import sim as sim_case
 from cases.common import PEERS, version
 
 
@@ -497,6 +498,7 @@ def measure_and_report(*, smoke: bool, out: Path, argv: list[str]) -> int:
         server.stop()
     progress("per-key cost and memory")
     key_rows = keys.measure(smoke=smoke, progress=progress)
+    sim_row = sim_case.measure(smoke=smoke, progress=progress)
     elapsed = time.monotonic() - started
     text = render(
         cases,
@@ -506,6 +508,7 @@ def measure_and_report(*, smoke: bool, out: Path, argv: list[str]) -> int:
         elapsed=elapsed,
         redis_note=redis_note,
         argv=argv,
+        sim_row=sim_row,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
@@ -526,6 +529,7 @@ def measure_and_report(*, smoke: bool, out: Path, argv: list[str]) -> int:
                         for c in cases
                     ],
                     "keys": key_rows,
+                    "sim": sim_row,
                 },
                 indent=1,
             )
@@ -658,6 +662,7 @@ def render(
     elapsed: float,
     redis_note: str,
     argv: list[str],
+    sim_row: dict | None = None,
 ) -> str:
     by_key = {c.key: c for c in cases}
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -937,8 +942,52 @@ def render(
             rows,
         )
         lines.append("")
+    if sim_row is not None:
+        lines += sim_section(sim_row)
     lines += METHOD
     return "\n".join(lines).rstrip() + "\n"
+
+
+def sim_section(row: dict) -> list[str]:
+    """The simulator: simulated calls per real second (bench/cases/sim.py)."""
+    hour = row["virtual_seconds"] >= 3600
+    return [
+        "## Simulator",
+        "",
+        (
+            "`stormwall.sim.run`: Poisson arrivals at 100 calls/s through "
+            "`AsyncResilientExecutor` with breaker + token bucket + retry, "
+            "against an upstream of 20 ms failing 1 % of requests, in "
+            "virtual time. Target: one hour of traffic (360,000 calls) in "
+            "under 30 s of real time."
+        ),
+        "",
+        *table(
+            [
+                "virtual time",
+                "calls",
+                "attempts",
+                "real time",
+                "simulated calls / real s",
+                "virtual s / real s",
+                "target",
+            ],
+            [
+                [
+                    f"{row['virtual_seconds']:,.0f} s",
+                    f"{row['calls']:,}",
+                    f"{row['attempts']:,}",
+                    f"{row['real_seconds']:.1f} s",
+                    f"{row['calls_per_second']:,.0f}",
+                    f"{row['speed_up']:,.0f}",
+                    verdict(row["real_seconds"] / 30.0, 1.0) + " (hour ≤ 30 s)"
+                    if hour
+                    else "n/a (smoke)",
+                ]
+            ],
+        ),
+        "",
+    ]
 
 
 METHOD = """\

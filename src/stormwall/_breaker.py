@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, ClassVar, Final
 
 from . import _validate
 from ._component import CallContext, Component
@@ -274,6 +274,12 @@ class CircuitBreaker(Component):
         # Without a window a closed success only resets the consecutive
         # count, which the shell does inline (the hot path).
         self._plain = self._core.window is None
+
+    _timed_state: ClassVar[tuple[str, ...]] = ("_core", "_record")
+
+    def _fresh_state(self) -> None:
+        self._core = BreakerCore(self._config)
+        self._record = self._core.record
 
     def _share(self, store: object) -> None:
         """Become a `_SharedCircuitBreaker` over ``store``."""
@@ -617,6 +623,9 @@ class _SharedCircuitBreaker(CircuitBreaker):
     """
 
     __slots__ = ()
+
+    # Its time is the store's (Redis server time), not a clock's.
+    _rebindable: ClassVar[bool] = False
 
     def __repr__(self) -> str:
         state = self._shared.cached_state().value

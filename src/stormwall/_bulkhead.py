@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from . import _validate
 from ._bus import default_bus
@@ -110,6 +110,13 @@ class Bulkhead(Component):
         "_sequence",
     )
 
+    # Only the counters: slots and queued callers hold no timestamps.
+    _timed_state: ClassVar[tuple[str, ...]] = (
+        "_acquired",
+        "_rejected",
+        "_released",
+    )
+
     def __init__(
         self,
         max_concurrent: int,
@@ -138,6 +145,9 @@ class Bulkhead(Component):
         self._acquired = 0
         self._rejected = 0
         self._released = 0
+
+    def _fresh_state(self) -> None:
+        self._acquired = self._rejected = self._released = 0
 
     @property
     def max_concurrent(self) -> int:

@@ -105,6 +105,19 @@ class MonotonicClock:
 DEFAULT_CLOCK = MonotonicClock()
 
 
+class LoopClock:
+    """
+    Base of clocks whose time is an asyncio event loop's own `loop.time`.
+
+    Async waits on such a clock use the loop's timers (`loop.call_later`)
+    with early wake-up, as under `MonotonicClock`. The simulator's virtual
+    clock is one (``stormwall.sim``): its loop's time jumps, so every timer
+    fires in virtual time.
+    """
+
+    __slots__ = ()
+
+
 class _Timer:
     """A callback due at a virtual deadline; ordered by (deadline, seq)."""
 
@@ -454,7 +467,7 @@ class Waiter:
             self._wait_mock(clock, deadline)
             await asyncio.sleep(0)
             return self.notified
-        if isinstance(clock, MonotonicClock) or deadline is None:
+        if isinstance(clock, MonotonicClock | LoopClock) or deadline is None:
             return await self._wait_future(clock, deadline)
         await clock.sleep_async(deadline - clock.now())
         return self.notified

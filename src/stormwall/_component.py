@@ -25,7 +25,7 @@ build one when somebody listens.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import _validate
 from ._bus import EventBus, default_bus
@@ -34,6 +34,8 @@ from ._errors import ConfigError
 
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ._events import Event
 
 
@@ -223,3 +225,47 @@ class Component:
         bus = self._bus_for(ctx)
         if bus._subs and bus.wants(event_type):
             bus.emit(event_type(**self._stamp(ctx), **fields))
+
+    # -- keeping time on another clock (the simulator's seam) ---------------
+
+    # Attributes holding state measured on the clock (timestamps, windows)
+    # or counted since construction: set aside while the component keeps
+    # time on another clock, and put back afterwards.
+    _timed_state: ClassVar[tuple[str, ...]] = ()
+    # False for components whose time is kept elsewhere (a Redis backend's
+    # server time): they cannot run on another clock.
+    _rebindable: ClassVar[bool] = True
+
+    def _rebind_clock(self, clock: Clock, param: str) -> Callable[[], None]:
+        """
+        Keep time on ``clock``, from fresh state, until restored.
+
+        Timestamps taken on one clock mean nothing on another, so the state
+        named by ``_timed_state`` is set aside and `_fresh_state` starts
+        anew; the returned function puts back the old clock and state.
+
+        Raises:
+            ConfigError: naming ``param``, for a component whose time is
+                kept elsewhere.
+        """
+        if not self._rebindable:
+            raise ConfigError(
+                param,
+                f"{self._name!r} keeps time with its backend, not a clock "
+                "of this process: it cannot run on another clock",
+            )
+        saved = [
+            (attr, getattr(self, attr))
+            for attr in ("_clock", *self._timed_state)
+        ]
+        self._clock = clock
+        self._fresh_state()
+
+        def restore() -> None:
+            for attr, value in saved:
+                setattr(self, attr, value)
+
+        return restore
+
+    def _fresh_state(self) -> None:
+        """Reset what ``_timed_state`` names, as at construction."""

@@ -32,6 +32,8 @@ from ._limiters import (
 
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ._bus import EventBus
     from ._clock import Clock
     from ._component import CallContext
@@ -158,6 +160,27 @@ class CompositeLimiter(Limiter):
 
     def _names(self) -> tuple[str, ...]:
         return tuple(tier.name for tier in self._tiers)
+
+    _rebindable: ClassVar[bool] = True
+    _timed_state: ClassVar[tuple[str, ...]] = (
+        "_allowed",
+        "_waited",
+        "_rejected",
+        "_cancelled",
+    )
+
+    def _rebind_clock(self, clock: Clock, param: str) -> Callable[[], None]:
+        restores = [tier._rebind_clock(clock, param) for tier in self._tiers]
+        restores.append(super()._rebind_clock(clock, param))
+
+        def restore() -> None:
+            for undo in reversed(restores):
+                undo()
+
+        return restore
+
+    def _fresh_state(self) -> None:
+        self._allowed = self._waited = self._rejected = self._cancelled = 0
 
     def _check(self, key: object, cost: object) -> float:
         _validate.key(key)

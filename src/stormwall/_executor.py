@@ -9,6 +9,7 @@ steps, the decisions and the events live. The drivers (`_sync.py`,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import weakref
@@ -27,8 +28,10 @@ from ._retry import RetryPolicy
 
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from typing import Self
+
+    from ._core._backoff import RandomSource
 
 
 logger = logging.getLogger("stormwall")
@@ -252,6 +255,53 @@ class ExecutorBase:
         for param, component in self._components():
             parts.append(f"{param}={component!r}")
         return f"{type(self).__name__}({', '.join(parts)})"
+
+    # -- keeping time on another clock (the simulator's seam) ---------------
+
+    @contextlib.contextmanager
+    def _keeping_time(
+        self, clock: Clock, rng: RandomSource | None = None
+    ) -> Iterator[None]:
+        """
+        Keep time on ``clock`` inside the block, then on the own clock again.
+
+        The executor and every component that keeps time (breaker, limiter
+        and its tiers, bulkhead, retry budget) switch to ``clock`` with fresh
+        time-keeping state, set aside and put back when the block ends: a
+        breaker opened or a bucket emptied in virtual time never leaks into
+        real time, nor the other way round. With ``rng``, the retry policy
+        draws jitter from it meanwhile. The executor's pipeline, which holds
+        the clock and what it reads of the components, is rebuilt for the
+        block and put back after it.
+
+        Raises:
+            ConfigError: ``executor``: it keeps time with a clock other than
+                the default one (given to it or to a component), or is
+                already keeping time elsewhere; or, naming the component's
+                parameter, a component that keeps time with a backend.
+        """
+        if self._clock is not DEFAULT_CLOCK:
+            raise ConfigError(
+                "executor",
+                f"{self._name!r} keeps time with {self._clock!r}; only an "
+                "executor built with the default clock (and components "
+                "given none) can keep time on another one",
+            )
+        restores: list[Callable[[], None]] = []
+        own = self._pipeline
+        try:
+            for param, component in self._components():
+                restores.append(component._rebind_clock(clock, param))
+            if rng is not None and self._policy is not None:
+                restores.append(self._policy._drawing_from(rng))
+            self._clock = clock
+            self._pipeline = Pipeline(self, awaits=self._is_async)
+            yield
+        finally:
+            self._clock = DEFAULT_CLOCK
+            self._pipeline = own
+            for restore in reversed(restores):
+                restore()
 
 
 def protect_args(fn: Any, key: Any) -> tuple[Callable[..., str], Any]:

@@ -232,6 +232,8 @@ class Limiter(Component):
 
     # Whether `_acquire_refundable` notes what `give_back` can return.
     _refunds: ClassVar[bool] = False
+    # Only the local limiters below keep time on a clock of this process.
+    _rebindable: ClassVar[bool] = False
 
     def try_acquire(self, key: str = "default", cost: float = 1) -> bool:
         """
@@ -418,6 +420,16 @@ class _KeyedLimiter(Limiter):
 
     _policy: Any
     _refunds: ClassVar[bool] = True
+    _rebindable: ClassVar[bool] = True
+    _timed_state: ClassVar[tuple[str, ...]] = (
+        "_store",
+        "_keys",
+        "_shared",
+        "_allowed",
+        "_waited",
+        "_rejected",
+        "_cancelled",
+    )
 
     def __init__(
         self,
@@ -455,6 +467,15 @@ class _KeyedLimiter(Limiter):
         self._rejected = 0
         self._cancelled = 0
         self._waiting = 0
+
+    def _fresh_state(self) -> None:
+        policy, store = self._policy, self._store
+        self._store = KeyStore(
+            policy.new_state, policy.full, store.max_keys, store.ttl
+        )
+        self._keys = self._store.fast
+        self._shared = None if self._shared is None else policy.new_state()
+        self._allowed = self._waited = self._rejected = self._cancelled = 0
 
     def _state(self, key: str, now: float) -> Any:
         """The state charged for ``key`` (call with the lock held)."""

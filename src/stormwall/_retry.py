@@ -31,7 +31,7 @@ import random
 import threading
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, NoReturn
 
 from . import _validate
 from ._component import Component
@@ -461,6 +461,17 @@ class RetryPolicy:
             )
         return d
 
+    def _drawing_from(self, rng: RandomSource) -> Callable[[], None]:
+        """
+        Draw jitter from ``rng`` until the returned function is called.
+
+        The simulator's seam: a seeded run must not depend on the policy's
+        own generator (nor advance it).
+        """
+        own = self.rng
+        object.__setattr__(self, "rng", rng)
+        return lambda: object.__setattr__(self, "rng", own)
+
 
 # Slices per ttl in the budget's ring. More slices age calls out more
 # smoothly (a call counts for between ttl * (1 - 1/_SLICES) and ttl seconds)
@@ -580,6 +591,24 @@ class RetryBudget(Component):
         self._total_calls = 0
         self._total_retries = 0
         self._total_denied = 0
+
+    _timed_state: ClassVar[tuple[str, ...]] = (
+        "_calls",
+        "_retries",
+        "_window_calls",
+        "_window_retries",
+        "_epoch",
+        "_total_calls",
+        "_total_retries",
+        "_total_denied",
+    )
+
+    def _fresh_state(self) -> None:
+        self._calls = [0] * _SLICES
+        self._retries = [0] * _SLICES
+        self._window_calls = self._window_retries = 0
+        self._epoch = None
+        self._total_calls = self._total_retries = self._total_denied = 0
 
     @property
     def ratio(self) -> float:

@@ -6,6 +6,7 @@ The ``stormwall`` command line: usage errors are one line and exit 2;
 from __future__ import annotations
 
 import importlib.util
+import json
 import socket
 import subprocess
 import sys
@@ -273,3 +274,87 @@ class TestDashboardsExport:
         assert 0 == status
         assert "--force" in out
         assert "provisioning" in out
+
+
+# -- stormwall simulate -------------------------------------------------------
+
+
+def test_simulate_needs_a_scenario_or_a_file(capsys, tmp_path):
+    """Neither a SCENARIO nor --scenario-file: one line, exit 2."""
+    assert 2 == main(["simulate", "--out", str(tmp_path)])
+    assert "SCENARIO" in _one_error_line(capsys)
+
+
+def test_simulate_refuses_an_unknown_scenario(capsys, tmp_path):
+    """An unknown scenario is a usage error."""
+    assert 2 == main(["simulate", "storm", "--out", str(tmp_path)])
+    assert "invalid choice" in _one_error_line(capsys)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("matplotlib") is None, reason="needs [sim]"
+)
+def test_simulate_a_scenario_file(capsys, tmp_path):
+    """--scenario-file: the user's executors, three files written."""
+    scenario = tmp_path / "mine.toml"
+    scenario.write_text(
+        "[traffic]\nrate = 20\nduration = 10\n\n"
+        '[upstream]\nlatency = "20ms"\n'
+        "failure_rate = [[3, 1.0], [6, 0.0]]\n\n"
+        "[executors.plain.retry]\nmax_attempts = 3\nbase_delay = 0.05\n\n"
+        "[executors.guarded.retry]\nmax_attempts = 3\n"
+        "[executors.guarded.retry_budget]\nratio = 0.1\n"
+        "[executors.guarded.circuit_breaker]\nfailure_threshold = 3\n"
+        'recovery_timeout = "2s"\n'
+        '[executors.guarded.limiter]\nkind = "token_bucket"\n'
+        "capacity = 10\nrefill_rate = 50\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "out"
+
+    status = main(
+        ["simulate", "--scenario-file", str(scenario), "--out", str(out)]
+    )
+
+    captured = capsys.readouterr()
+    assert 0 == status, captured.err
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert {"plain", "guarded"} == set(summary)
+    assert summary["plain"]["amplification"] > 1.2
+    assert (out / "report.png").read_bytes().startswith(b"\x89PNG")
+    header = (out / "timeline.csv").read_text(encoding="utf-8").splitlines()[0]
+    assert header.startswith("scenario,second,offered,attempts")
+    assert "simulating mine.toml: plain" in captured.err
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("[traffic]\nrate = 1\n[executors.a]\n", "traffic.duration"),
+        (
+            (
+                "[traffic]\nrate = 1\nduration = 1\n"
+                "[executors.a.retry]\nmax_attempts = 0\n"
+            ),
+            "executors.a.retry.max_attempts",
+        ),
+        (
+            "[traffic]\nrate = 1\nduration = 1\n[executors.a]\nretries = 3\n",
+            "executors.a.retries",
+        ),
+        ("[traffic]\nrate = 1\nduration = 1\n", "executors"),
+        ("[traffic\n", "scenario-file"),
+    ],
+)
+def test_simulate_names_the_bad_setting(capsys, tmp_path, text, where):
+    """A bad scenario file: one line naming the setting, exit 2."""
+    pytest.importorskip("matplotlib")
+    scenario = tmp_path / "bad.toml"
+    scenario.write_text(text, encoding="utf-8")
+
+    status = main(
+        ["simulate", "--scenario-file", str(scenario), "--out", str(tmp_path)]
+    )
+
+    assert 2 == status
+    assert where in _one_error_line(capsys)
