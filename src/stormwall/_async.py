@@ -21,6 +21,7 @@ from ._executor import (
     chain,
     chain_handled,
     failure_outcome,
+    tally_abandon,
 )
 from ._limiters import give_back
 from ._sync import _protect_args
@@ -136,8 +137,15 @@ class AsyncResilientExecutor(ExecutorBase):
         remote = breaker is not None and breaker._async_store
         # The clock is read only for what uses the time: events, a budget, a
         # deadline (`_dated`), a breaker's slow-call rule (`_timed`).
-        started = clock.now() if ctx is not None or self._dated else 0.0
-        timed = ctx is not None or self._timed
+        # tally: pull metrics (stormwall/_tally.py), None unless a pull
+        # exporter is attached to this bus; it needs the times too.
+        tally = self._bus._tally
+        started = (
+            clock.now()
+            if ctx is not None or self._dated or tally is not None
+            else 0.0
+        )
+        timed = ctx is not None or self._timed or tally is not None
         if self._budget is not None:
             self._budget._deposit(started)
         attempt = 0
@@ -233,6 +241,8 @@ class AsyncResilientExecutor(ExecutorBase):
                             result = await awaitable
                 except BaseException as exc:
                     duration = clock.now() - t0 if timed else 0.0
+                    if tally is not None:  # tally: attempt end (raised)
+                        tally.attempt(self._name, _outcome(exc), duration)
                     if bulkhead is not None:
                         bulkhead._release(ctx)
                     if not isinstance(exc, Exception) or isinstance(
@@ -271,6 +281,12 @@ class AsyncResilientExecutor(ExecutorBase):
                             else:
                                 breaker._release(permit)
                         raise
+                    if tally is not None:  # tally: attempt end (returned)
+                        tally.attempt(
+                            self._name,
+                            "failure" if retry else "success",
+                            duration,
+                        )
                     if not retry:
                         if ctx is not None:
                             self._attempt_ended(ctx, "success", duration, None)
@@ -284,6 +300,10 @@ class AsyncResilientExecutor(ExecutorBase):
                         if ctx is not None:
                             self._call_ended(
                                 ctx, "success", attempt, started, None
+                            )
+                        if tally is not None:  # tally: call end (success)
+                            tally.call(
+                                self._name, "success", t0 + duration - started
                             )
                         return result
                     if ctx is not None:
@@ -334,6 +354,10 @@ class AsyncResilientExecutor(ExecutorBase):
                             self._call_ended(
                                 ctx, "failure", attempt, started, None
                             )
+                        if tally is not None:  # tally: call end (result)
+                            tally.call(
+                                self._name, "failure", clock.now() - started
+                            )
                         return cast("T", rejected_result)
                     return cast(
                         "T",
@@ -346,6 +370,8 @@ class AsyncResilientExecutor(ExecutorBase):
         except BaseException as exc:
             if ctx is not None:
                 self._abandon(ctx, exc, attempt, started)
+            if tally is not None:  # tally: call end (raised)
+                tally_abandon(self, tally, exc, attempt, started)
             raise
 
     async def _give_up(

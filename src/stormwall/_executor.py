@@ -29,7 +29,7 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import _validate
+from . import _tally, _validate
 from ._breaker import CircuitBreaker
 from ._bulkhead import Bulkhead
 from ._bus import EventBus, default_bus
@@ -178,6 +178,7 @@ class ExecutorBase:
         self._buses = tuple(buses)
         self._observed_generation = -1
         _check_names(self)
+        _tally.register_executor(self)  # pull metrics: the weak index
 
     def _check_timeout(self, timeout: object) -> float | None:
         return _validate.optional_positive("timeout", timeout, seconds=True)
@@ -477,7 +478,10 @@ class ExecutorBase:
         if deadline is not None and now + delay >= started + deadline:
             return None
         budget = self._budget
+        tally = self._bus._tally  # pull metrics (see _tally.py)
         if budget is not None and not budget._withdraw(now):
+            if tally is not None:
+                tally.budget_exhausted(self._name)
             if ctx is not None and self._bus.wants(RetryBudgetExhausted):
                 self._bus.emit(
                     RetryBudgetExhausted(
@@ -490,6 +494,8 @@ class ExecutorBase:
                     )
                 )
             return None
+        if tally is not None:
+            tally.retry(self._name, _error_type(error))
         if ctx is not None and self._bus.wants(RetryScheduled):
             self._bus.emit(
                 RetryScheduled(
@@ -511,6 +517,9 @@ class ExecutorBase:
         attempts: int,
         started: float,
     ) -> None:
+        tally = self._bus._tally  # pull metrics: a call ended in fallback
+        if tally is not None:
+            tally.call(self._name, "fallback", self._clock.now() - started)
         if ctx is None:
             return
         if self._bus.wants(FallbackUsed):
@@ -652,6 +661,26 @@ def chain_handled(later: BaseException, failure: BaseException) -> None:
         current.__context__ = failure
 
 
+def _error_type(error: BaseException | None) -> str:
+    """The ``error_type`` label: the class name (``"result"``: none)."""
+    return "result" if error is None else type(error).__name__
+
+
+def tally_abandon(
+    executor: ExecutorBase,
+    tally: _tally.Tally,
+    error: BaseException,
+    attempts: int,
+    started: float,
+) -> None:
+    """Count a call that ended by raising ``error`` (pull metrics)."""
+    tally.call(
+        executor._name,
+        failure_outcome(error, attempts),
+        executor._clock.now() - started,
+    )
+
+
 def _outcome(error: BaseException) -> str:
     """`AttemptEnded.outcome` for an attempt that raised ``error``."""
     if not isinstance(error, Exception):
@@ -672,4 +701,5 @@ __all__ = [
     "chain",
     "chain_handled",
     "failure_outcome",
+    "tally_abandon",
 ]

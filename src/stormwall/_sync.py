@@ -20,6 +20,7 @@ from ._executor import (
     chain,
     chain_handled,
     failure_outcome,
+    tally_abandon,
 )
 from ._limiters import give_back
 
@@ -152,8 +153,15 @@ class ResilientExecutor(ExecutorBase):
         )
         # The clock is read only for what uses the time: events, a budget, a
         # deadline (`_dated`), a breaker's slow-call rule (`_timed`).
-        started = clock.now() if ctx is not None or self._dated else 0.0
-        timed = ctx is not None or self._timed
+        # tally: pull metrics (stormwall/_tally.py), None unless a pull
+        # exporter is attached to this bus; it needs the times too.
+        tally = self._bus._tally
+        started = (
+            clock.now()
+            if ctx is not None or self._dated or tally is not None
+            else 0.0
+        )
+        timed = ctx is not None or self._timed or tally is not None
         if self._budget is not None:
             self._budget._deposit(started)
         attempt = 0
@@ -229,6 +237,8 @@ class ResilientExecutor(ExecutorBase):
                         raise _AwaitableError(fn, result)  # noqa: TRY301
                 except BaseException as exc:
                     duration = clock.now() - t0 if timed else 0.0
+                    if tally is not None:  # tally: attempt end (raised)
+                        tally.attempt(self._name, _outcome(exc), duration)
                     if bulkhead is not None:
                         bulkhead._release(ctx)
                     if not isinstance(exc, Exception) or isinstance(
@@ -256,6 +266,12 @@ class ResilientExecutor(ExecutorBase):
                         if breaker is not None:
                             breaker._release(permit)
                         raise
+                    if tally is not None:  # tally: attempt end (returned)
+                        tally.attempt(
+                            self._name,
+                            "failure" if retry else "success",
+                            duration,
+                        )
                     if not retry:
                         if ctx is not None:
                             self._attempt_ended(ctx, "success", duration, None)
@@ -264,6 +280,10 @@ class ResilientExecutor(ExecutorBase):
                         if ctx is not None:
                             self._call_ended(
                                 ctx, "success", attempt, started, None
+                            )
+                        if tally is not None:  # tally: call end (success)
+                            tally.call(
+                                self._name, "success", t0 + duration - started
                             )
                         return result
                     if ctx is not None:
@@ -303,6 +323,10 @@ class ResilientExecutor(ExecutorBase):
                             self._call_ended(
                                 ctx, "failure", attempt, started, None
                             )
+                        if tally is not None:  # tally: call end (result)
+                            tally.call(
+                                self._name, "failure", clock.now() - started
+                            )
                         return cast("T", rejected_result)
                     return cast(
                         "T", self._give_up(ctx, error, None, attempt, started)
@@ -312,6 +336,8 @@ class ResilientExecutor(ExecutorBase):
         except BaseException as exc:
             if ctx is not None:
                 self._abandon(ctx, exc, attempt, started)
+            if tally is not None:  # tally: call end (raised)
+                tally_abandon(self, tally, exc, attempt, started)
             raise
 
     def _give_up(
