@@ -7,8 +7,8 @@ logging exporters so they agree on two rules:
 - attaching an exporter twice to the same bus returns the first subscription
   (each event is counted or logged once);
 - an exporter subscribes only to the event types it uses, so executors do not
-  even build the others; and one that uses none subscribes to a type that is
-  never emitted, never to "everything".
+  even build the others; and one that uses none subscribes quietly to
+  nothing (never to "everything"), so executors build no call context.
 """
 
 from __future__ import annotations
@@ -64,12 +64,6 @@ def logged_types(
     return tuple(wanted)
 
 
-class _Never(events.Event):
-    """Never emitted: what an exporter that wants no event subscribes to."""
-
-    __slots__ = ()
-
-
 class Attachments:
     """An exporter's subscriptions: at most one per bus."""
 
@@ -98,7 +92,12 @@ class Attachments:
         with self._lock:
             sub = self._existing(target)
             if sub is None:
-                sub = target.subscribe(handler, *(types or (_Never,)))
+                if types:
+                    sub = target.subscribe(handler, *types)
+                else:
+                    # Nothing to receive: a quiet subscription, which does
+                    # not make executors build call contexts either.
+                    sub = target._subscribe_quiet({})
                 self._subs.append((target, sub))
             return sub
 

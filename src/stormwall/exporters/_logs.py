@@ -317,3 +317,30 @@ def _otel() -> Any:
             _otel_modules = (trace, context)
         _otel_checked = True
     return _otel_modules
+
+
+def fixed_levels(
+    levels: Mapping[str, int | None],
+) -> dict[type[Event], int | None]:
+    """
+    Event type -> its level, for the types no qualifier can change.
+
+    A type with an outcome or state (calls, attempts, breaker transitions,
+    backend errors) is left out: `level_of` decides those per event.
+    """
+    return {
+        cls: levels.get(cls.name)
+        for cls in EVENT_TYPES
+        if cls.name not in QUALIFIERS
+    }
+
+
+def highest_level(cls: type[Event], levels: Mapping[str, int | None]) -> int:
+    """The highest level any event of ``cls`` can be logged at (0: none)."""
+    prefix = cls.name + ":"
+    found = [
+        level
+        for name, level in levels.items()
+        if level is not None and (name == cls.name or name.startswith(prefix))
+    ]
+    return max(found, default=0)
