@@ -45,11 +45,13 @@ class MetricsExporter:
 
     Every instrument of the shared vocabulary, with its name, unit,
     description and attributes, so one dashboard serves this path and the
-    ``prometheus_client`` one. Histograms advise `DURATION_BUCKETS` (seconds;
-    OTel's defaults are millisecond-shaped). The breaker state and the
-    bulkhead's in-flight calls are observable gauges read from the
-    exporter's own state at each collection, so their series exist from the
-    breaker's or bulkhead's first use and never lapse between changes.
+    ``prometheus_client`` one, and the state gauges (breaker failure and
+    slow-call rates, global permits, bulkhead limit, retry budget).
+    Counters and gauges are observable instruments read at collection
+    time from the in-process counts (`stormwall.tally`): a call costs a
+    few additions, not an OTel measurement. Histograms advise
+    `DURATION_BUCKETS` (seconds; OTel's defaults are millisecond-shaped)
+    and are fed at collection time (see the module docstring).
 
     Counter series whose label values are known in advance (calls and
     attempts by outcome, a breaker's transitions and rejections, a limiter's

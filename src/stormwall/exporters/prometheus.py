@@ -167,6 +167,15 @@ class PrometheusExporter:
     born at 1 would hide the very first breaker trip. A breaker's state gauge
     exists from its first use.
 
+    By default the exporter is a ``prometheus_client`` custom collector:
+    the executors count in process while it is attached (`stormwall.tally`)
+    and a scrape reads the counts and the live components' state, the
+    state gauges included (breaker failure and slow-call rates, global
+    permits, bulkhead limit, retry budget). With ``key_label_limit`` or in
+    multiprocess mode it follows the events instead (push), since the
+    counts are per executor, not per key, and multiprocess values must go
+    through ``prometheus_client``'s files.
+
     Args:
         registry: Where the metrics are registered (default:
             ``prometheus_client.REGISTRY``). One exporter per registry.
