@@ -855,10 +855,10 @@ def render(
             "raw. The goal is the stretch target; the floor, "
             "max(ratio x raw, raw + ns) as a ratio, is the bound that must "
             "never be missed. The metrics exporters count in process and "
-            "are read at collection time, so their per-call cost can fall below the raw "
-            "library's. The last row is what counting costs with no "
-            "exporter: the reason it is switched on only when a pull "
-            "exporter attaches."
+            "are read at collection time, so their per-call cost can fall "
+            "below the raw library's. The last row is what counting costs "
+            "with no exporter: the reason it is switched on only when a "
+            "pull exporter attaches."
         ),
         "",
     ]
