@@ -203,8 +203,29 @@ def qualifier(event: Event) -> str | None:
     return None if to_state is None else str(to_state)
 
 
+_QUALIFIED_KEYS: dict[tuple[str, str], str] = {}
+
+
+def _qualified(name: str, outcome: str) -> str:
+    """``"name:outcome"``, built once per pair."""
+    key = _QUALIFIED_KEYS.get((name, outcome))
+    if key is None:
+        key = f"{name}:{outcome}"
+        if len(_QUALIFIED_KEYS) < 1024:  # outcomes are few; stay bounded
+            _QUALIFIED_KEYS[name, outcome] = key
+    return key
+
+
 def level_of(event: Event, levels: Mapping[str, int | None]) -> int | None:
     """The level to log ``event`` at, or ``None`` for no line."""
+    outcome = getattr(event, "outcome", None)
+    if outcome is not None and not getattr(event, "cooldown", False):
+        # The common case (calls, attempts), without building a string
+        # for every lookup of the qualified key.
+        qualified = _qualified(event.name, outcome)
+        if qualified in levels:
+            return levels[qualified]
+        return levels.get(event.name)
     q = qualifier(event)
     if q is not None:
         qualified = f"{event.name}:{q}"

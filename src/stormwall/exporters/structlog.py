@@ -170,6 +170,7 @@ class StructlogExporter:
         self._logger: Any = logger
         self._types = logged_types(self._levels)
         self._fixed = fixed_levels(self._levels)
+        self._floor = 0  # lines below it are dropped before any work
         self._attachments = Attachments()
 
     @property
@@ -209,6 +210,8 @@ class StructlogExporter:
         floor = _effective_level(self._logger)
         if floor is None:
             return self._types
+        # The one cheap check a filtered line of a subscribed type costs.
+        self._floor = floor
         return tuple(
             cls
             for cls in self._types
@@ -219,7 +222,7 @@ class StructlogExporter:
         level = self._fixed.get(type(event), _QUALIFIED)
         if level is _QUALIFIED:
             level = level_of(event, self._levels)
-        if level is None:
+        if level is None or level < self._floor:
             return
         fields = log_fields(event)
         fields.update(trace_ids(event))
