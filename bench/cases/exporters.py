@@ -34,7 +34,7 @@ from opentelemetry.sdk.trace.export import (
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from cases.common import AsyncFailOnce, FailOnce, async_executor, executor, fn
-from stormwall import EventBus
+from stormwall import EventBus, tally
 from stormwall.exporters import _vocabulary as vocab
 from stormwall.exporters.otel import MetricsExporter, TracingExporter
 from stormwall.exporters.prometheus import PrometheusExporter
@@ -184,8 +184,11 @@ def stormwall_cases() -> list[Case]:
         structlog_logger(logging.DEBUG),
         structlog_logger(logging.INFO),
     )
+    counting = attached()
+    tally.attach(counting.bus)  # what always-on counting would cost
     runs = {
         "stormwall run(), no exporter": attached(),
+        "stormwall run(), counting on, no exporter": counting,
         "stormwall run() + OTel TracingExporter": attached(
             TracingExporter(tp)
         ),

@@ -20,7 +20,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Final
 
-from . import _validate
+from . import _tally, _validate
 from ._component import CallContext, Component
 from ._core._breaker import (
     BreakerConfig,
@@ -590,6 +590,9 @@ class CircuitBreaker(Component):
 
     def _announce(self, change: Transition, ctx: CallContext | None) -> None:
         """Report one transition (never under the lock)."""
+        _tally.count_transition(
+            self, change.from_state.value, change.to_state.value
+        )
         self._report(
             ctx,
             BreakerStateChanged,
@@ -861,6 +864,7 @@ class _SharedCircuitBreaker(CircuitBreaker):
         """The decision's permit, or report the rejection and raise."""
         if decision.permit is not None:
             return decision.permit
+        _tally.count_rejection(self)
         state = decision.state.value
         self._report(
             ctx,

@@ -154,6 +154,17 @@ class EventBus:
         # handler: id(route handler) -> id(the subscription's handler).
         self._owners: dict[int, int] = {}
         self.generation = 0
+        # Quiet subscriptions (`stormwall.tally.attach`): they receive the
+        # events they route, but do not count as "somebody listens" for
+        # the executors, which then build no call context for them (their
+        # events arrive without the call's identity unless another
+        # subscriber asked for it).
+        self._quiet: tuple[Subscription, ...] = ()
+        # Pull metrics (`stormwall._tally`): the `Tally` the executors on
+        # this bus bump, or None while no pull exporter is attached.
+        self._tally: Any = None
+        self._tally_kept: Any = None
+        self._tally_users = 0
 
     def subscribe(
         self, handler: Handler, *event_types: type[Event]
@@ -262,16 +273,45 @@ class EventBus:
             self.generation += 1
         return sub
 
+    def _subscribe_quiet(
+        self,
+        routes: Mapping[type[Event], Handler],
+        cls: type[Subscription] | None = None,
+    ) -> Subscription:
+        """
+        Route events to ``routes`` without making executors build contexts.
+
+        For rare events a pull exporter counts (a backend failure): the
+        hot path keeps its "nobody listens" fast path.
+        """
+        routes = dict(routes)
+
+        def route(event: Any) -> object:
+            for base in type(event).__mro__:
+                handler = routes.get(base)
+                if handler is not None:
+                    return handler(event)
+            return None
+
+        sub = (cls or Subscription)(self, route, tuple(routes), routes)
+        with self._lock:
+            for handler in routes.values():
+                self._owners[id(handler)] = id(route)
+            self._quiet = (*self._quiet, sub)
+            self._cache = {}
+        return sub
+
     def _remove(self, sub: Subscription) -> None:
         with self._lock:
             self._subs = tuple(s for s in self._subs if s is not sub)
+            self._quiet = tuple(s for s in self._quiet if s is not sub)
             self._cache = {}
             for handler in (sub.routes or {}).values():
                 self._owners.pop(id(handler), None)
 
     def wants(self, event_type: type[Event]) -> bool:
         """Whether any handler would receive an event of this type."""
-        if not self._subs:
+        if not self._subs and not self._quiet:
             return False
         handlers = self._cache.get(event_type)
         if handlers is None:
@@ -297,7 +337,7 @@ class EventBus:
         first: list[Handler] = []
         handlers: list[Handler] = []
         last: list[Handler] = []
-        for s in self._subs:
+        for s in (*self._subs, *self._quiet):
             if s.routes is not None:
                 for base in event_type.__mro__:
                     routed = s.routes.get(base)

@@ -25,9 +25,10 @@ build one when somebody listens.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from . import _validate
+from . import _tally, _validate
 from ._bus import EventBus, default_bus
 from ._clock import DEFAULT_CLOCK, Clock
 from ._errors import ConfigError
@@ -136,6 +137,13 @@ class Component:
         self._explicit_bus = check_bus("bus", bus)
         self._bound_bus: EventBus | None = None
         self._bound_executor: str | None = None
+        _tally.register_component(self)
+
+    def __del__(self) -> None:
+        # Pull metrics: a component's counters outlive it (see _tally).
+        # A half-built object, or interpreter shutdown: nothing to keep.
+        with contextlib.suppress(Exception):
+            _tally.retire(self)
 
     @property
     def name(self) -> str:
@@ -223,7 +231,7 @@ class Component:
     ) -> None:
         """Build and emit ``event_type`` if anybody listens for it."""
         bus = self._bus_for(ctx)
-        if bus._subs and bus.wants(event_type):
+        if (bus._subs or bus._quiet) and bus.wants(event_type):
             bus.emit(event_type(**self._stamp(ctx), **fields))
 
     # -- keeping time on another clock (the simulator's seam) ---------------

@@ -15,7 +15,7 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from . import _validate
+from . import _tally, _validate
 from ._breaker import CircuitBreaker
 from ._bulkhead import Bulkhead
 from ._bus import EventBus, default_bus
@@ -115,6 +115,7 @@ class ExecutorBase:
         self._buses = tuple(buses)
         _check_names(self)
         self._pipeline = Pipeline(self, awaits=self._is_async)
+        _tally.register_executor(self)  # pull metrics: the weak index
 
     def _check_timeout(self, timeout: object) -> float | None:
         if timeout is not None and not self._is_async:

@@ -28,7 +28,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from . import _validate
+from . import _tally, _validate
 from ._bus import default_bus
 from ._clock import Waiter
 from ._component import Component
@@ -392,6 +392,8 @@ class Limiter(Component):
         **fields: Any,
     ) -> None:
         """Report like ``_report``, stamping ``key`` outside a call too."""
+        if event_type is LimiterWaited:  # the pull metrics' wait histogram
+            _tally.count_wait(self, fields["waited"])
         bus = self._bus_for(ctx)
         if bus._subs and bus.wants(event_type):  # type: ignore[arg-type]
             stamp = self._stamp(ctx)

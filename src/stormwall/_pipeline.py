@@ -329,17 +329,19 @@ class Pipeline:
         """
         Start a call: a `Call`, or just its first attempt's permit.
 
-        The quick way in is for the plainest call (nobody listening, a str
-        key, a closed breaker, a limiter with a permit to spare, no bulkhead,
-        nothing to date or time): its first attempt needs no state beyond the
-        breaker's permit (an int; 0 without a breaker), which the driver
-        hands to `settle` after a success, or to `resume` with what the
+        The quick way in is for the plainest call (nobody listening and no
+        pull exporter counting, a str key, a closed breaker, a limiter with
+        a permit to spare, no bulkhead, nothing to date or time): its first
+        attempt needs no state beyond the breaker's permit (an int; 0
+        without a breaker), which the driver hands to `settle` after a
+        success, or to `resume` with what the
         attempt raised. Everything else goes through a `Call`.
         """
         if (
             self.quick
             and key.__class__ is str
             and not self.bus._subs
+            and self.bus._tally is None
             and not (self.others and _listened(self.others))
         ):
             rec, limiter = self.record, self.limiter
@@ -366,6 +368,8 @@ class Pipeline:
         call.receipt = None
         call.permit = permit
         call.t0 = 0.0
+        call.tally = None
+        call.timed = False
         return call, call.failed(error)
 
     # -- events ---------------------------------------------------------------
@@ -505,7 +509,10 @@ class Pipeline:
         if deadline is not None and now + delay >= started + deadline:
             return None
         budget = self.budget
+        tally = self.bus._tally  # pull metrics (see _tally.py)
         if budget is not None and not budget._withdraw(now):
+            if tally is not None:
+                tally.budget_exhausted(self.name)
             if ctx is not None and self.bus.wants(RetryBudgetExhausted):
                 self.bus.emit(
                     RetryBudgetExhausted(
@@ -518,6 +525,8 @@ class Pipeline:
                     )
                 )
             return None
+        if tally is not None:
+            tally.retry(self.name, _error_type(error))
         if ctx is not None and self.bus.wants(RetryScheduled):
             self.bus.emit(
                 RetryScheduled(
@@ -556,6 +565,8 @@ class Call:
         "rejected",
         "started",
         "t0",
+        "tally",
+        "timed",
         "value",
     )
 
@@ -577,9 +588,17 @@ class Call:
         self.pipe = pipe
         self.key = key
         self.ctx = ctx
-        # The clock is read only for what uses the time: events, a budget,
-        # a deadline (`dated`), a breaker's slow-call rule (`timed`).
-        started = pipe.now() if ctx is not None or pipe.dated else 0.0
+        # Pull metrics (`_tally.py`): None unless a pull exporter counts on
+        # this bus; it needs the times too.
+        tally = self.tally = pipe.bus._tally
+        # The clock is read only for what uses the time: events, counts, a
+        # budget, a deadline (`dated`), a breaker's slow-call rule (`timed`).
+        self.timed = ctx is not None or pipe.timed or tally is not None
+        started = (
+            pipe.now()
+            if ctx is not None or pipe.dated or tally is not None
+            else 0.0
+        )
         self.started = started
         if pipe.budget is not None:
             pipe.budget._deposit(started)
@@ -700,7 +719,7 @@ class Call:
         pipe = self.pipe
         self.attempt += 1
         ctx = self.ctx
-        self.t0 = pipe.now() if ctx is not None or pipe.timed else 0.0
+        self.t0 = pipe.now() if self.timed else 0.0
         if ctx is not None:
             try:
                 pipe.attempt_started(ctx, self.attempt, self.t0)
@@ -713,9 +732,7 @@ class Call:
     def _over(self) -> float:
         """The attempt is over: free its bulkhead slot; how long it ran."""
         pipe = self.pipe
-        duration = (
-            pipe.now() - self.t0 if self.ctx is not None or pipe.timed else 0.0
-        )
+        duration = pipe.now() - self.t0 if self.timed else 0.0
         if pipe.bulkhead is not None:
             pipe.bulkhead._release(self.ctx)
         return duration
@@ -734,31 +751,38 @@ class Call:
             if retry:
                 if ctx is not None:
                     pipe.attempt_ended(ctx, "failure", duration, None)
+                if self.tally is not None:
+                    self.tally.attempt(pipe.name, "failure", duration)
                 self.error, self.rejected = None, result
                 return self._record_failure(None, duration)
         if ctx is not None:
             pipe.attempt_ended(ctx, "success", duration, None)
+        if self.tally is not None:
+            self.tally.attempt(pipe.name, "success", duration)
         self.value = result
         breaker = pipe.breaker
         if breaker is not None:
             return self._record_success(breaker, duration)
-        if ctx is not None:
-            pipe.call_ended(ctx, "success", self.attempt, self.started, None)
-        return RETURN
+        if ctx is None and self.tally is None:
+            return RETURN
+        return self._won()
 
     def _record_success(
         self, breaker: CircuitBreaker, duration: float
     ) -> Step | Wait:
         breaker._on_success(self.permit, duration, self.ctx)
-        if self.ctx is None:
+        if self.ctx is None and self.tally is None:
             return RETURN
         return self._won()
 
     def _won(self, _: object = None) -> Step:
+        pipe = self.pipe
         if self.ctx is not None:
-            self.pipe.call_ended(
+            pipe.call_ended(
                 self.ctx, "success", self.attempt, self.started, None
             )
+        if self.tally is not None:
+            self.tally.call(pipe.name, "success", pipe.now() - self.started)
         return RETURN
 
     def failed(self, exc: BaseException) -> Step | Wait:
@@ -766,6 +790,8 @@ class Call:
         pipe = self.pipe
         ctx = self.ctx
         duration = self._over()
+        if self.tally is not None:
+            self.tally.attempt(pipe.name, _outcome(exc), duration)
         if not isinstance(exc, Exception) or isinstance(exc, MisuseError):
             # Interrupted, not failed (or misused): free the probe slot,
             # record nothing; `abandon` reports it.
@@ -862,9 +888,14 @@ class Call:
         if self.error is None:
             # Retries on a result ran out: the caller gets the last result,
             # as the function returned it.
+            pipe = self.pipe
             if self.ctx is not None:
-                self.pipe.call_ended(
+                pipe.call_ended(
                     self.ctx, "failure", self.attempt, self.started, None
+                )
+            if self.tally is not None:
+                self.tally.call(
+                    pipe.name, "failure", pipe.now() - self.started
                 )
             self.value = self.rejected
             return RETURN
@@ -919,6 +950,8 @@ class Call:
                     )
                 )
             pipe.call_ended(ctx, "fallback", self.attempt, self.started, error)
+        if self.tally is not None:
+            self.tally.call(pipe.name, "fallback", pipe.now() - self.started)
         self.value = value
         return RETURN
 
@@ -942,10 +975,16 @@ class Call:
         AttemptEnded, whatever escapes (cancellation, an interrupt, a raising
         user hook), so exporters never leak an open span.
         """
+        pipe = self.pipe
+        if self.tally is not None:
+            self.tally.call(
+                pipe.name,
+                failure_outcome(error, self.attempt),
+                pipe.now() - self.started,
+            )
         ctx = self.ctx
         if ctx is None:
             return
-        pipe = self.pipe
         if ctx.attempt_at is not None:
             pipe.attempt_ended(
                 ctx, _outcome(error), pipe.now() - ctx.attempt_at, error
@@ -1092,6 +1131,11 @@ def chain_handled(later: BaseException, failure: BaseException) -> None:
         current = current.__context__
     if current is not failure:
         current.__context__ = failure
+
+
+def _error_type(error: BaseException | None) -> str:
+    """The ``error_type`` label: the class name (``"result"``: none)."""
+    return "result" if error is None else type(error).__name__
 
 
 def _outcome(error: BaseException) -> str:

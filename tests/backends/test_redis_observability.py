@@ -167,9 +167,9 @@ class TestMetrics:
         The shared breaker over a dead Redis: 5 calls over 2 s with
         retry_interval=1, on both paths alike. As for a limiter, only the
         round trips that failed are errors (one per retry_interval), and
-        every decision taken by the policy is counted: the 5 admissions,
-        plus the state the executor reads before its first call (a poll
-        answered by fail_open with the in-process breaker's state).
+        every decision taken by the policy is counted: the 5 admissions.
+        (The pull exporters read the breaker's last known state at scrape
+        time: observing makes no round trip, so no decision of its own.)
         """
         bus = EventBus()
         prom_registry, otel_registry, provider = both_paths(bus)
@@ -200,7 +200,7 @@ class TestMetrics:
             (
                 "stormwall_backend_decisions_total",
                 (("component", "api"), ("decision", "fail_open")),
-            ): 6.0,
+            ): 5.0,
         } == prom
         assert prom == otel
 

@@ -66,7 +66,10 @@ def prometheus_exporter(monkeypatch):
     def broken(self, *args):
         raise BackendDown
 
-    exporter = PrometheusExporter(CollectorRegistry())
+    # With key labels the exporter writes prometheus_client metrics per
+    # event (the push path); the default pull path writes nothing per call,
+    # so there is nothing there to break.
+    exporter = PrometheusExporter(CollectorRegistry(), key_label_limit=1)
     monkeypatch.setattr(values.MutexValue, "inc", broken)
     monkeypatch.setattr(values.MutexValue, "set", broken)
     return exporter

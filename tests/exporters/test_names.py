@@ -41,8 +41,9 @@ class Boom(Exception):
     pass
 
 
-def scenario(bus: EventBus) -> None:
-    """Every metric of the table gets at least one sample."""
+def scenario(bus: EventBus) -> ResilientExecutor:
+    """Every metric of the table gets at least one sample; returns the
+    executor (a scrape reads the live components: keep it alive)."""
     clock = MockClock()
     breaker = CircuitBreaker(
         "upstream", failure_threshold=2, recovery_timeout=10
@@ -104,6 +105,7 @@ def scenario(bus: EventBus) -> None:
                 cooldown=cooldown,
             )
         )
+    return ex
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -138,7 +140,7 @@ def expositions():
     provider = MeterProvider(metric_readers=[reader])
     MetricsExporter(provider).attach(bus)
 
-    scenario(bus)
+    alive = scenario(bus)
 
     try:
         yield (
@@ -147,6 +149,7 @@ def expositions():
         )
     finally:
         provider.shutdown()
+        del alive
 
 
 class TestSameNamesOnBothPaths:

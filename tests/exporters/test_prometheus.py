@@ -96,6 +96,17 @@ def series(registry, name):
     }
 
 
+# What a scenario built, kept alive until the test ends: a scrape reads the
+# live components (a garbage-collected breaker leaves the scrape).
+ALIVE: list[object] = []
+
+
+@pytest.fixture(autouse=True)
+def _alive():
+    yield
+    ALIVE.clear()
+
+
 def run_scenario(bus, clock):
     """Every kind of event, once or more, through synchronous executors."""
     svc = ResilientExecutor(
@@ -155,6 +166,7 @@ def run_scenario(bus, clock):
     )
     assert "fallback" == fallback.run("k", script(Boom()))
     emit_backend_errors(bus, clock)
+    ALIVE.extend([svc, limited, strict, bulk, budgeted, fallback])
 
 
 def emit_backend_errors(bus, clock):

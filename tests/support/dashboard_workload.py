@@ -2,7 +2,8 @@
 The dashboard tests' helpers: reading the dashboard's queries, and a small,
 real-clock stormwall workload that gives every panel data.
 
-Four executors share one bus: ``checkout`` succeeds and retries flaky calls,
+Four executors share one bus: ``checkout`` succeeds and retries flaky calls
+(under a retry budget),
 ``payments`` trips its breaker, is rejected while open and recovers through
 half-open, ``search`` is rate limited (allowed, waited and rejected) and
 ``reports`` fills its bulkhead so the next call is refused, and
@@ -24,6 +25,7 @@ from stormwall import (
     CircuitBreaker,
     EventBus,
     ResilientExecutor,
+    RetryBudget,
     RetryPolicy,
     TokenBucket,
 )
@@ -155,19 +157,38 @@ class Workload:
         self._thread = threading.Thread(
             target=self._loop, name="dashboard-workload", daemon=True
         )
-        retry = RetryPolicy(max_attempts=3, base_delay=0.005, jitter=None)
+        # A retry budget (its gauge), generous enough never to deny here.
+        retry = RetryPolicy(
+            max_attempts=3,
+            base_delay=0.005,
+            jitter=None,
+            budget=RetryBudget(ratio=1.0, min_per_second=100),
+        )
         self.checkout = ResilientExecutor(
             "checkout", retry_policy=retry, bus=bus
         )
+        # A window too (the failure and slow-call rate gauges); its rate
+        # rules never trip it before the consecutive-failures rule does.
         self.breaker = CircuitBreaker(
-            "payments-api", failure_threshold=2, recovery_timeout=0.15, bus=bus
+            "payments-api",
+            failure_threshold=2,
+            recovery_timeout=0.15,
+            failure_rate_threshold=1.0,
+            slow_call_duration=1.0,
+            slow_call_rate_threshold=1.0,
+            window_size=20,
+            minimum_calls=4,
+            bus=bus,
         )
         self.payments = ResilientExecutor(
             "payments", circuit_breaker=self.breaker, bus=bus
         )
         self.search = ResilientExecutor(
             "search",
-            limiter=TokenBucket(2, 10, name="search-api", bus=bus),
+            # One bucket for every key: the available-permits gauge.
+            limiter=TokenBucket(
+                2, 10, name="search-api", per_key=False, bus=bus
+            ),
             limiter_timeout=0.02,
             bus=bus,
         )

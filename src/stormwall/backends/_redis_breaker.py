@@ -68,7 +68,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import redis.exceptions
 
-from .. import _validate
+from .. import _tally, _validate
 from .._clock import DEFAULT_CLOCK
 from .._errors import BackendUnavailableError, CircuitOpenError
 from .._events import BreakerRejected
@@ -724,6 +724,7 @@ class _RedisBreakerCore:
         retry_at = self._cooldown.retry_at
         now = self._breaker.clock.now()
         retry_after = 0.0 if retry_at is None else max(0.0, retry_at - now)
+        _tally.count_rejection(self._breaker)
         self._breaker._report(
             ctx,
             BreakerRejected,

@@ -7,8 +7,8 @@ logging exporters so they agree on two rules:
 - attaching an exporter twice to the same bus returns the first subscription
   (each event is counted or logged once);
 - an exporter subscribes only to the event types it uses, so executors do not
-  even build the others; and one that uses none subscribes to a type that is
-  never emitted, never to "everything".
+  even build the others; and one that uses none subscribes quietly to
+  nothing (never to "everything"), so executors build no call context.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Final
 
-from stormwall import ConfigError, EventBus, default_bus, events
+from stormwall import ConfigError, EventBus, default_bus, events, tally
 
 
 if TYPE_CHECKING:
@@ -64,18 +64,14 @@ def logged_types(
     return tuple(wanted)
 
 
-class _Never(events.Event):
-    """Never emitted: what an exporter that wants no event subscribes to."""
-
-    __slots__ = ()
-
-
 class Attachments:
     """An exporter's subscriptions: at most one per bus."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._subs: list[tuple[EventBus, Subscription]] = []
+        self._counts: list[tuple[EventBus, Subscription]] = []
+        self._read: list[EventBus] = []  # what a pull exporter reads
 
     def _existing(self, bus: EventBus) -> Subscription | None:
         """The active subscription on ``bus``, forgetting closed ones."""
@@ -96,7 +92,12 @@ class Attachments:
         with self._lock:
             sub = self._existing(target)
             if sub is None:
-                sub = target.subscribe(handler, *(types or (_Never,)))
+                if types:
+                    sub = target.subscribe(handler, *types)
+                else:
+                    # Nothing to receive: a quiet subscription, which does
+                    # not make executors build call contexts either.
+                    sub = target._subscribe_quiet({})
                 self._subs.append((target, sub))
             return sub
 
@@ -122,9 +123,49 @@ class Attachments:
                 self._subs.append((target, sub))
             return sub
 
+    def attach_pull(
+        self,
+        bus: object,
+        routes: Mapping[type[events.Event], Callable[[events.Event], object]],
+    ) -> Subscription:
+        """
+        Switch counting on for ``bus`` (`stormwall.tally`), once per bus.
+
+        ``routes``: quiet handlers of rare events the counts cannot give.
+        """
+        target = target_bus(bus)
+        with self._lock:
+            sub = self._existing(target)
+            if sub is None:
+                sub = tally.attach(target, routes)
+                self._subs.append((target, sub))
+            if not any(b is target for b in self._read):
+                self._read.append(target)
+            return sub
+
+    def count(self, bus: object) -> None:
+        """Also count on ``bus`` (closed with the other subscriptions)."""
+        target = target_bus(bus)
+        with self._lock:
+            if not any(b is target for b, _ in self._counts):
+                self._counts.append((target, tally.attach(target)))
+            if not any(b is target for b in self._read):
+                self._read.append(target)
+
+    def buses(self) -> list[EventBus]:
+        """
+        Every bus ever counted on, in order.
+
+        A closed subscription stops the counting, not the reading: the
+        numbers counted so far stay exposed (a counter never vanishes).
+        """
+        with self._lock:
+            return list(self._read)
+
     def close(self) -> None:
         """End every subscription."""
         with self._lock:
             subs, self._subs = self._subs, []
-        for _, sub in subs:
+            counts, self._counts = self._counts, []
+        for _, sub in (*subs, *counts):
             sub.close()

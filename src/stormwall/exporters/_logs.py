@@ -203,8 +203,29 @@ def qualifier(event: Event) -> str | None:
     return None if to_state is None else str(to_state)
 
 
+_QUALIFIED_KEYS: dict[tuple[str, str], str] = {}
+
+
+def _qualified(name: str, outcome: str) -> str:
+    """``"name:outcome"``, built once per pair."""
+    key = _QUALIFIED_KEYS.get((name, outcome))
+    if key is None:
+        key = f"{name}:{outcome}"
+        if len(_QUALIFIED_KEYS) < 1024:  # outcomes are few; stay bounded
+            _QUALIFIED_KEYS[name, outcome] = key
+    return key
+
+
 def level_of(event: Event, levels: Mapping[str, int | None]) -> int | None:
     """The level to log ``event`` at, or ``None`` for no line."""
+    outcome = getattr(event, "outcome", None)
+    if outcome is not None and not getattr(event, "cooldown", False):
+        # The common case (calls, attempts), without building a string
+        # for every lookup of the qualified key.
+        qualified = _qualified(event.name, outcome)
+        if qualified in levels:
+            return levels[qualified]
+        return levels.get(event.name)
     q = qualifier(event)
     if q is not None:
         qualified = f"{event.name}:{q}"
@@ -317,3 +338,30 @@ def _otel() -> Any:
             _otel_modules = (trace, context)
         _otel_checked = True
     return _otel_modules
+
+
+def fixed_levels(
+    levels: Mapping[str, int | None],
+) -> dict[type[Event], int | None]:
+    """
+    Event type -> its level, for the types no qualifier can change.
+
+    A type with an outcome or state (calls, attempts, breaker transitions,
+    backend errors) is left out: `level_of` decides those per event.
+    """
+    return {
+        cls: levels.get(cls.name)
+        for cls in EVENT_TYPES
+        if cls.name not in QUALIFIERS
+    }
+
+
+def highest_level(cls: type[Event], levels: Mapping[str, int | None]) -> int:
+    """The highest level any event of ``cls`` can be logged at (0: none)."""
+    prefix = cls.name + ":"
+    found = [
+        level
+        for name, level in levels.items()
+        if level is not None and (name == cls.name or name.startswith(prefix))
+    ]
+    return max(found, default=0)

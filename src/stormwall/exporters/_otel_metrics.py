@@ -3,6 +3,16 @@
 
 Re-exported by the public module `stormwall.exporters.otel`; the instruments
 are those of the shared vocabulary (`_vocabulary`).
+
+Pull, like the Prometheus path: attaching switches counting on for the bus
+(`stormwall.tally`); counters and gauges are observable instruments read at
+collection time through the shared table (`_vocabulary.families`), so a
+call costs what the count costs, not an OTel measurement. OpenTelemetry has
+no asynchronous histogram, so the duration histograms stay synchronous
+instruments, fed at collection time: each bucket's new observations are
+recorded with the mean of their durations (exact bucket counts, counts and
+sums; min and max are per-bucket means and no exemplar is attached). The
+recording work moves from the caller's path to the collecting thread.
 """
 
 from __future__ import annotations
@@ -10,24 +20,8 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
-from stormwall import ConfigError, EventBus, __version__
-from stormwall.events import (
-    AttemptEnded,
-    BackendError,
-    BreakerRejected,
-    BreakerStateChanged,
-    BulkheadAcquired,
-    BulkheadRejected,
-    BulkheadReleased,
-    CallEnded,
-    Event,
-    ExecutorObserved,
-    LimiterAllowed,
-    LimiterRejected,
-    LimiterWaited,
-    RetryBudgetExhausted,
-    RetryScheduled,
-)
+from stormwall import ConfigError, EventBus, __version__, tally
+from stormwall.events import BackendError
 
 from . import _vocabulary as vocab
 from ._attach import Attachments
@@ -51,11 +45,13 @@ class MetricsExporter:
 
     Every instrument of the shared vocabulary, with its name, unit,
     description and attributes, so one dashboard serves this path and the
-    ``prometheus_client`` one. Histograms advise `DURATION_BUCKETS` (seconds;
-    OTel's defaults are millisecond-shaped). The breaker state and the
-    bulkhead's in-flight calls are observable gauges read from the
-    exporter's own state at each collection, so their series exist from the
-    breaker's or bulkhead's first use and never lapse between changes.
+    ``prometheus_client`` one, and the state gauges (breaker failure and
+    slow-call rates, global permits, bulkhead limit, retry budget).
+    Counters and gauges are observable instruments read at collection
+    time from the in-process counts (`stormwall.tally`): a call costs a
+    few additions, not an OTel measurement. Histograms advise
+    `DURATION_BUCKETS` (seconds; OTel's defaults are millisecond-shaped)
+    and are fed at collection time (see the module docstring).
 
     Counter series whose label values are known in advance (calls and
     attempts by outcome, a breaker's transitions and rejections, a limiter's
@@ -86,72 +82,37 @@ class MetricsExporter:
                 f"{type(meter_provider).__name__}",
             )
         meter = metrics.get_meter(vocab.SCOPE, __version__, meter_provider)
-
-        def counter(spec: vocab.MetricSpec) -> metrics.Counter:
-            return meter.create_counter(
-                spec.otel_name, unit=spec.unit, description=spec.description
+        self._lock = threading.Lock()
+        self._attachments = Attachments()
+        self._backend = vocab.Backend()
+        # One reading per collection: the first callback of a collection
+        # reads every bus (and feeds the histograms); the others use it.
+        self._families: dict[str, vocab.Family] = {}
+        # What the histograms were fed so far: (name, labels) -> cell.
+        self._fed: dict[tuple[str, tuple[str, ...]], list[float]] = {}
+        self._histograms: dict[str, metrics.Histogram] = {}
+        first = True
+        for spec in vocab.ALL_METRICS:
+            if spec.kind == "histogram":
+                self._histograms[spec.otel_name] = meter.create_histogram(
+                    spec.otel_name,
+                    unit=spec.unit,
+                    description=spec.description,
+                    explicit_bucket_boundaries_advisory=vocab.DURATION_BUCKETS,
+                )
+                continue
+            create: Callable[..., Any] = (
+                meter.create_observable_counter
+                if spec.kind == "counter"
+                else meter.create_observable_gauge
             )
-
-        def histogram(spec: vocab.MetricSpec) -> metrics.Histogram:
-            return meter.create_histogram(
+            create(
                 spec.otel_name,
+                callbacks=[self._callback(spec, read=first)],
                 unit=spec.unit,
                 description=spec.description,
-                explicit_bucket_boundaries_advisory=vocab.DURATION_BUCKETS,
             )
-
-        self._calls = counter(vocab.CALLS)
-        self._call_duration = histogram(vocab.CALL_DURATION)
-        self._attempts = counter(vocab.ATTEMPTS)
-        self._attempt_duration = histogram(vocab.ATTEMPT_DURATION)
-        self._retries = counter(vocab.RETRIES)
-        self._transitions = counter(vocab.BREAKER_TRANSITIONS)
-        self._breaker_rejections = counter(vocab.BREAKER_REJECTIONS)
-        self._limiter_requests = counter(vocab.LIMITER_REQUESTS)
-        self._limiter_wait = histogram(vocab.LIMITER_WAIT)
-        self._bulkhead_rejections = counter(vocab.BULKHEAD_REJECTIONS)
-        self._budget_exhausted = counter(vocab.RETRY_BUDGET_EXHAUSTED)
-        self._backend_errors = counter(vocab.BACKEND_ERRORS)
-        self._backend_decisions = counter(vocab.BACKEND_DECISIONS)
-        meter.create_observable_gauge(
-            vocab.BREAKER_STATE.otel_name,
-            callbacks=[self._observe_breakers],
-            unit=vocab.BREAKER_STATE.unit,
-            description=vocab.BREAKER_STATE.description,
-        )
-        meter.create_observable_gauge(
-            vocab.BULKHEAD_IN_FLIGHT.otel_name,
-            callbacks=[self._observe_bulkheads],
-            unit=vocab.BULKHEAD_IN_FLIGHT.unit,
-            description=vocab.BULKHEAD_IN_FLIGHT.description,
-        )
-        # What the gauges report: breaker -> state, bulkhead -> in flight.
-        # Writers assign single keys; the callbacks read a copy(), which is
-        # atomic, so a collection never sees a dict changing under it.
-        self._breaker_states: dict[str, str] = {}
-        self._in_flight: dict[str, int] = {}
-        self._executors: set[str] = set()
-        self._limiters: set[str] = set()
-        self._lock = threading.Lock()
-        self._newest = vocab.Newest()
-        self._newest_bulkhead = vocab.Newest()
-        self._attachments = Attachments()
-        self._handlers: dict[type[Event], Callable[[Any], None]] = {
-            ExecutorObserved: self._executor_observed,
-            CallEnded: self._call_ended,
-            AttemptEnded: self._attempt_ended,
-            RetryScheduled: self._retry_scheduled,
-            RetryBudgetExhausted: self._budget_exhausted_event,
-            BreakerStateChanged: self._breaker_changed,
-            BreakerRejected: self._breaker_rejected,
-            LimiterAllowed: self._limiter_allowed,
-            LimiterWaited: self._limiter_waited,
-            LimiterRejected: self._limiter_rejected,
-            BulkheadAcquired: self._bulkhead_moved,
-            BulkheadReleased: self._bulkhead_moved,
-            BulkheadRejected: self._bulkhead_rejected,
-            BackendError: self._backend_error,
-        }
+            first = False
 
     def attach(self, bus: EventBus | None = None) -> Subscription:
         """
@@ -169,183 +130,61 @@ class MetricsExporter:
         Raises:
             ConfigError: ``bus`` is not an `EventBus`.
         """
-        # One route per handled type: the bus calls each handler directly,
-        # and executors do not even build the events nobody handles.
-        return self._attachments.attach_routes(bus, self._handlers)
+        return self._attachments.attach_pull(
+            bus, {BackendError: self._backend.handle}
+        )
 
-    # -- first sight: pre-created series --------------------------------------
+    # -- collection -----------------------------------------------------------
 
-    def _see_executor(self, name: str) -> None:
-        if name in self._executors:
-            return
+    def _callback(
+        self, spec: vocab.MetricSpec, *, read: bool
+    ) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        name = spec.otel_name
+        labels = spec.labels
+
+        def observe(_options: CallbackOptions) -> Iterable[Observation]:
+            if read:
+                self._read()
+            family = self._families.get(name)
+            if family is None:
+                return []
+            return [
+                metrics.Observation(value, dict(zip(labels, key, strict=True)))
+                for key, value in family.values.items()
+            ]
+
+        return observe
+
+    def _read(self) -> None:
+        """Read every bus; feed the histograms what is new since last time."""
+        readings = [tally.read(bus) for bus in self._attachments.buses()]
+        found = vocab.families(readings, self._backend)
         with self._lock:
-            if name in self._executors:
-                return
-            self._executors.add(name)
-        for outcome in vocab.CALL_OUTCOMES:
-            self._calls.add(0, {"executor": name, "outcome": outcome})
-        for outcome in vocab.ATTEMPT_OUTCOMES:
-            self._attempts.add(0, {"executor": name, "outcome": outcome})
-        self._budget_exhausted.add(0, {"executor": name})
+            self._families = {f.spec.otel_name: f for f in found}
+            for family in found:
+                histogram = self._histograms.get(family.spec.otel_name)
+                if histogram is not None:
+                    self._feed(histogram, family)
 
-    def _see_breaker(self, name: str, state: str | None) -> None:
-        if name in self._breaker_states:
-            return
-        with self._lock:
-            if name in self._breaker_states:
-                return
-            self._breaker_states[name] = str(state or "closed")
-        for from_state, to_state in vocab.BREAKER_TRANSITION_PAIRS:
-            self._transitions.add(
-                0,
-                {
-                    "breaker": name,
-                    "from_state": from_state,
-                    "to_state": to_state,
-                },
-            )
-        self._breaker_rejections.add(0, {"breaker": name})
-
-    def _see_limiter(self, name: str) -> None:
-        if name in self._limiters:
-            return
-        with self._lock:
-            if name in self._limiters:
-                return
-            self._limiters.add(name)
-        for result in vocab.LIMITER_RESULTS:
-            self._limiter_requests.add(0, {"limiter": name, "result": result})
-
-    def _see_bulkhead(self, name: str) -> None:
-        if name in self._in_flight:
-            return
-        with self._lock:
-            if name in self._in_flight:
-                return
-            self._in_flight[name] = 0
-        self._bulkhead_rejections.add(0, {"bulkhead": name})
-
-    # -- events ---------------------------------------------------------------
-
-    def _executor_observed(self, event: ExecutorObserved) -> None:
-        if event.executor is not None:
-            self._see_executor(event.executor)
-        if event.breaker is not None:
-            self._see_breaker(event.breaker, event.breaker_state)
-            if event.breaker_state is not None:
-                self._breaker_states[event.breaker] = str(event.breaker_state)
-        for limiter in event.limiters:
-            self._see_limiter(limiter)
-        if event.bulkhead is not None:
-            self._see_bulkhead(event.bulkhead)
-
-    def _call_ended(self, event: CallEnded) -> None:
-        executor = event.executor or ""
-        self._see_executor(executor)
-        attributes = {"executor": executor, "outcome": event.outcome}
-        self._calls.add(1, attributes)
-        self._call_duration.record(event.duration, attributes)
-
-    def _attempt_ended(self, event: AttemptEnded) -> None:
-        executor = event.executor or ""
-        self._see_executor(executor)
-        attributes = {"executor": executor, "outcome": event.outcome}
-        self._attempts.add(1, attributes)
-        self._attempt_duration.record(event.duration, attributes)
-
-    def _retry_scheduled(self, event: RetryScheduled) -> None:
-        self._retries.add(
-            1,
-            {
-                "executor": event.executor or "",
-                "error_type": vocab.error_type(event.error),
-            },
-        )
-
-    def _budget_exhausted_event(self, event: RetryBudgetExhausted) -> None:
-        executor = event.executor or ""
-        self._see_executor(executor)
-        self._budget_exhausted.add(1, {"executor": executor})
-
-    def _breaker_changed(self, event: BreakerStateChanged) -> None:
-        from_state, to_state = str(event.from_state), str(event.to_state)
-        self._see_breaker(event.breaker, from_state)
-        if self._newest.accept(event.breaker, event.sequence):
-            self._breaker_states[event.breaker] = to_state
-        self._transitions.add(
-            1,
-            {
-                "breaker": event.breaker,
-                "from_state": from_state,
-                "to_state": to_state,
-            },
-        )
-
-    def _breaker_rejected(self, event: BreakerRejected) -> None:
-        self._see_breaker(event.breaker, str(event.state))
-        self._breaker_rejections.add(1, {"breaker": event.breaker})
-
-    def _limiter_allowed(self, event: LimiterAllowed) -> None:
-        self._see_limiter(event.limiter)
-        self._limiter_requests.add(
-            1, {"limiter": event.limiter, "result": "allowed"}
-        )
-
-    def _limiter_waited(self, event: LimiterWaited) -> None:
-        self._see_limiter(event.limiter)
-        self._limiter_requests.add(
-            1, {"limiter": event.limiter, "result": "waited"}
-        )
-        self._limiter_wait.record(event.waited, {"limiter": event.limiter})
-
-    def _limiter_rejected(self, event: LimiterRejected) -> None:
-        self._see_limiter(event.limiter)
-        self._limiter_requests.add(
-            1, {"limiter": event.limiter, "result": "rejected"}
-        )
-
-    def _bulkhead_moved(
-        self, event: BulkheadAcquired | BulkheadReleased
+    def _feed(
+        self, histogram: metrics.Histogram, family: vocab.Family
     ) -> None:
-        self._see_bulkhead(event.bulkhead)
-        if self._newest_bulkhead.accept(event.bulkhead, event.sequence):
-            self._in_flight[event.bulkhead] = event.in_flight
+        labels = family.spec.labels
+        for key, cell in family.cells.items():
+            fed = self._fed.get((family.spec.otel_name, key))
+            attributes = dict(zip(labels, key, strict=True))
+            for i, (_, count, total) in enumerate(tally.cell_parts(cell)):
+                new, new_sum = count, total
+                if fed is not None:
+                    _, done, done_sum = _part(fed, i)
+                    new, new_sum = count - done, total - done_sum
+                if new > 0:
+                    mean = new_sum / new
+                    for _ in range(new):
+                        histogram.record(mean, attributes)
+            self._fed[(family.spec.otel_name, key)] = list(cell)
 
-    def _bulkhead_rejected(self, event: BulkheadRejected) -> None:
-        self._see_bulkhead(event.bulkhead)
-        self._bulkhead_rejections.add(1, {"bulkhead": event.bulkhead})
 
-    def _backend_error(self, event: BackendError) -> None:
-        if not event.cooldown:  # a round trip failed (not a skipped one)
-            self._backend_errors.add(
-                1,
-                {
-                    "component": event.component,
-                    "error_type": vocab.error_type(event.error),
-                },
-            )
-        self._backend_decisions.add(
-            1, {"component": event.component, "decision": event.policy}
-        )
-
-    # -- gauges ---------------------------------------------------------------
-
-    def _observe_breakers(
-        self, _options: CallbackOptions
-    ) -> Iterable[Observation]:
-        return [
-            metrics.Observation(
-                1 if state == current else 0,
-                {"breaker": breaker, "state": state},
-            )
-            for breaker, current in self._breaker_states.copy().items()
-            for state in vocab.BREAKER_STATES
-        ]
-
-    def _observe_bulkheads(
-        self, _options: CallbackOptions
-    ) -> Iterable[Observation]:
-        return [
-            metrics.Observation(in_flight, {"bulkhead": bulkhead})
-            for bulkhead, in_flight in self._in_flight.copy().items()
-        ]
+def _part(cell: list[float], i: int) -> tuple[float, int, float]:
+    width = len(cell) // 2
+    return 0.0, int(cell[i]), cell[width + i]

@@ -12,9 +12,15 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from stormwall import CircuitState, ConfigError
+from stormwall import tally as _tally_api
+from stormwall.events import BackendError, Event
+
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 
 # -- metrics ------------------------------------------------------------------
@@ -24,22 +30,7 @@ SCOPE: Final = "stormwall"
 
 # Seconds-shaped buckets, 5 ms to 10 s (OTel's defaults are ms-shaped: its
 # first bucket, 5, would hold every call).
-DURATION_BUCKETS: Final = (
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.075,
-    0.1,
-    0.25,
-    0.5,
-    0.75,
-    1.0,
-    2.5,
-    5.0,
-    7.5,
-    10.0,
-)
+DURATION_BUCKETS: Final = _tally_api.BUCKETS
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +205,64 @@ METRICS: Final = (
     BACKEND_DECISIONS,
 )
 
+# State gauges read at collection time from the live components.
+# Absent rather than NaN: a breaker below minimum_calls (or keeping no
+# window) has no failure rate, a per-key limiter no global permit count.
+BREAKER_FAILURE_RATE = MetricSpec(
+    "stormwall.circuit_breaker.failure_rate",
+    "stormwall_circuit_breaker_failure_rate",
+    "gauge",
+    "",
+    "Failed calls / calls in the breaker's current window (absent below "
+    "minimum_calls).",
+    ("breaker",),
+)
+BREAKER_SLOW_CALL_RATE = MetricSpec(
+    "stormwall.circuit_breaker.slow_call_rate",
+    "stormwall_circuit_breaker_slow_call_rate",
+    "gauge",
+    "",
+    "Slow calls / calls in the breaker's current window (absent below "
+    "minimum_calls or without slow_call_duration).",
+    ("breaker",),
+)
+LIMITER_AVAILABLE = MetricSpec(
+    "stormwall.rate_limiter.available_permits",
+    "stormwall_rate_limiter_available_permits",
+    "gauge",
+    "{permit}",
+    "Permits a global token bucket (one shared by every key) could grant now.",
+    ("limiter",),
+)
+BULKHEAD_LIMIT = MetricSpec(
+    "stormwall.bulkhead.limit",
+    "stormwall_bulkhead_limit",
+    "gauge",
+    "{call}",
+    "The bulkhead's cap on calls in flight.",
+    ("bulkhead",),
+)
+RETRY_BUDGET_AVAILABLE = MetricSpec(
+    "stormwall.retry_budget.available",
+    "stormwall_retry_budget_available",
+    "gauge",
+    "{retry}",
+    "Retries the executor's retry budget would allow now.",
+    ("executor",),
+)
+
+GAUGES: Final = (
+    BREAKER_FAILURE_RATE,
+    BREAKER_SLOW_CALL_RATE,
+    LIMITER_AVAILABLE,
+    BULKHEAD_LIMIT,
+    RETRY_BUDGET_AVAILABLE,
+)
+"""The state gauges read at collection time (both paths)."""
+
+ALL_METRICS: Final = (*METRICS, *GAUGES)
+"""Every metric: the vocabulary's table and the state gauges."""
+
 # Label values known in advance: their counter series are created at 0 when
 # their executor, breaker or limiter is first seen, because Prometheus's
 # rate()/increase() ignore the first sample of a new series, so a series born
@@ -329,3 +378,165 @@ The OpenTelemetry context key under which `TracingExporter` keeps
 ``(call_id, call span)`` for as long as the call span is current (and its
 attempts' spans, which sit on it).
 """
+
+
+# -- the one event -> metric table of the pull path ---------------------------
+
+
+class Family:
+    """
+    One metric's samples at collection time, as both pull paths expose it.
+
+    Attributes:
+        spec: The metric.
+        values: labels (in ``spec.labels`` order) -> value (counters and
+            gauges).
+        cells: labels -> histogram cell (`stormwall.tally.cell_parts`).
+    """
+
+    __slots__ = ("cells", "spec", "values")
+
+    def __init__(self, spec: MetricSpec) -> None:
+        self.spec = spec
+        self.values: dict[tuple[str, ...], float] = {}
+        self.cells: dict[tuple[str, ...], list[float]] = {}
+
+    def add(self, labels: tuple[str, ...], value: float) -> None:
+        """Add to a counter series (created at 0 when ``value`` is 0)."""
+        self.values[labels] = self.values.get(labels, 0) + value
+
+    def set(self, labels: tuple[str, ...], value: float) -> None:
+        """Set a gauge series."""
+        self.values[labels] = value
+
+    def observe(self, labels: tuple[str, ...], cell: list[float]) -> None:
+        """Merge a histogram cell into a series."""
+        mine = self.cells.get(labels)
+        if mine is None:
+            self.cells[labels] = list(cell)
+        else:
+            for i, v in enumerate(cell):
+                mine[i] += v
+
+
+class Backend:
+    """Backend failures, counted from `BackendError` (a rare event)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.errors: dict[tuple[str, str], int] = {}
+        self.decisions: dict[tuple[str, str], int] = {}
+
+    def handle(self, event: Event) -> None:
+        """Count one `BackendError` (the only type it is routed)."""
+        assert isinstance(event, BackendError)  # noqa: S101 - routed so
+        with self._lock:
+            if not event.cooldown:  # a round trip failed (not a skipped one)
+                key = (event.component, error_type(event.error))
+                self.errors[key] = self.errors.get(key, 0) + 1
+            key = (event.component, event.policy)
+            self.decisions[key] = self.decisions.get(key, 0) + 1
+
+    def read(self) -> tuple[dict[tuple[str, str], int], ...]:
+        with self._lock:
+            return dict(self.errors), dict(self.decisions)
+
+
+def families(
+    readings: Iterable[_tally_api.Reading], backend: Backend | None = None
+) -> list[Family]:
+    """
+    Every metric of `ALL_METRICS` from ``readings`` (one per bus).
+
+    The one table both pull exporters read: counters and histograms of
+    several buses add up, a gauge keeps the last bus's value. Series whose
+    labels are known in advance are created at 0 (see `CALL_OUTCOMES`).
+    """
+    out = {spec.otel_name: Family(spec) for spec in ALL_METRICS}
+    calls, attempts = out[CALLS.otel_name], out[ATTEMPTS.otel_name]
+    call_time = out[CALL_DURATION.otel_name]
+    attempt_time = out[ATTEMPT_DURATION.otel_name]
+    budget = out[RETRY_BUDGET_EXHAUSTED.otel_name]
+    for reading in readings:
+        for executor, available in reading.executors:
+            for outcome in CALL_OUTCOMES:
+                calls.add((executor, outcome), 0)
+            for outcome in ATTEMPT_OUTCOMES:
+                attempts.add((executor, outcome), 0)
+            budget.add((executor,), 0)
+            if available is not None:
+                out[RETRY_BUDGET_AVAILABLE.otel_name].set(
+                    (executor,), available
+                )
+        tally = reading.tally
+        for labels, cell in tally.calls.items():
+            calls.add(labels, _count(cell))
+            call_time.observe(labels, cell)
+        for labels, cell in tally.attempts.items():
+            attempts.add(labels, _count(cell))
+            attempt_time.observe(labels, cell)
+        for labels, n in tally.retries.items():
+            out[RETRIES.otel_name].add(labels, n)
+        for executor, n in tally.exhausted.items():
+            budget.add((executor,), n)
+        _breakers(out, reading.breakers)
+        _limiters(out, reading.limiters)
+        for bulkhead in reading.bulkheads:
+            name = (bulkhead.name,)
+            if bulkhead.in_flight is not None:
+                out[BULKHEAD_IN_FLIGHT.otel_name].set(name, bulkhead.in_flight)
+            if bulkhead.limit is not None:
+                out[BULKHEAD_LIMIT.otel_name].set(name, bulkhead.limit)
+            out[BULKHEAD_REJECTIONS.otel_name].add(name, bulkhead.rejected)
+    if backend is not None:
+        errors, decisions = backend.read()
+        for labels, n in errors.items():
+            out[BACKEND_ERRORS.otel_name].add(labels, n)
+        for labels, n in decisions.items():
+            out[BACKEND_DECISIONS.otel_name].add(labels, n)
+    return list(out.values())
+
+
+def _count(cell: list[float]) -> int:
+    return int(sum(cell[: len(DURATION_BUCKETS) + 1]))
+
+
+def _breakers(
+    out: dict[str, Family], breakers: Iterable[_tally_api.BreakerReading]
+) -> None:
+    for breaker in breakers:
+        name = breaker.name
+        if breaker.state is not None:  # None: retired (garbage collected)
+            for state in BREAKER_STATES:
+                out[BREAKER_STATE.otel_name].set(
+                    (name, state), float(state == breaker.state)
+                )
+        moves = out[BREAKER_TRANSITIONS.otel_name]
+        for pair in BREAKER_TRANSITION_PAIRS:
+            moves.add((name, *pair), 0)
+        for pair, n in breaker.transitions.items():
+            moves.add((name, *pair), n)
+        out[BREAKER_REJECTIONS.otel_name].add((name,), breaker.rejected)
+        if breaker.failure_rate is not None:
+            out[BREAKER_FAILURE_RATE.otel_name].set(
+                (name,), breaker.failure_rate
+            )
+        if breaker.slow_call_rate is not None:
+            out[BREAKER_SLOW_CALL_RATE.otel_name].set(
+                (name,), breaker.slow_call_rate
+            )
+
+
+def _limiters(
+    out: dict[str, Family], limiters: Iterable[_tally_api.LimiterReading]
+) -> None:
+    requests = out[LIMITER_REQUESTS.otel_name]
+    for limiter in limiters:
+        name = limiter.name
+        requests.add((name, "allowed"), limiter.allowed)
+        requests.add((name, "waited"), limiter.waited)
+        requests.add((name, "rejected"), limiter.rejected)
+        if limiter.waits is not None:
+            out[LIMITER_WAIT.otel_name].observe((name,), limiter.waits)
+        if limiter.available is not None:
+            out[LIMITER_AVAILABLE.otel_name].set((name,), limiter.available)

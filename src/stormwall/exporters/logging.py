@@ -34,7 +34,13 @@ from typing import TYPE_CHECKING, Any
 from stormwall import ConfigError
 
 from ._attach import Attachments, logged_types
-from ._logs import level_of, log_fields, resolve_levels, trace_ids
+from ._logs import (
+    fixed_levels,
+    level_of,
+    log_fields,
+    resolve_levels,
+    trace_ids,
+)
 
 
 if TYPE_CHECKING:
@@ -45,6 +51,9 @@ if TYPE_CHECKING:
 
 
 __all__ = ["LoggingExporter"]
+
+# A marker: the event's level depends on its outcome or state.
+_QUALIFIED: Any = object()
 
 
 def _render(value: object) -> str:
@@ -96,6 +105,7 @@ class LoggingExporter:
         self._logger = logger
         self._levels = resolve_levels(levels)
         self._types = logged_types(self._levels)
+        self._fixed = fixed_levels(self._levels)
         self._attachments = Attachments()
 
     @property
@@ -122,7 +132,9 @@ class LoggingExporter:
         return self._attachments.attach(bus, self._handle, self._types)
 
     def _handle(self, event: Event) -> None:
-        level = level_of(event, self._levels)
+        level = self._fixed.get(type(event), _QUALIFIED)
+        if level is _QUALIFIED:
+            level = level_of(event, self._levels)
         # isEnabledFor is cached by `logging`: a disabled line costs a dict
         # look-up, not a record.
         if level is None or not self._logger.isEnabledFor(level):

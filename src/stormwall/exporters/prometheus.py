@@ -42,7 +42,7 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any, Final, cast
 
-from stormwall import ConfigError
+from stormwall import ConfigError, tally
 from stormwall.events import (
     AttemptEnded,
     BackendError,
@@ -74,6 +74,13 @@ try:
         Gauge,
         Histogram,
     )
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+        Metric,
+    )
+    from prometheus_client.utils import floatToGoString
 except ImportError:  # pragma: no cover - exercised without the extra
     raise ImportError(
         "stormwall.exporters.prometheus needs prometheus_client: "
@@ -82,7 +89,7 @@ except ImportError:  # pragma: no cover - exercised without the extra
 
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from types import TracebackType
     from typing import Self
     from wsgiref.simple_server import WSGIServer
@@ -120,7 +127,7 @@ _Children = dict[tuple[str, ...], Any]
 
 
 def _build(
-    spec: vocab.MetricSpec, registry: CollectorRegistry, keyed: bool
+    spec: vocab.MetricSpec, registry: CollectorRegistry | None, keyed: bool
 ) -> MetricWrapperBase:
     """Create (and register) the ``prometheus_client`` metric of ``spec``."""
     labels = spec.labels
@@ -159,6 +166,15 @@ class PrometheusExporter:
     ``rate()`` and ``increase()`` ignore a series' first sample: a series
     born at 1 would hide the very first breaker trip. A breaker's state gauge
     exists from its first use.
+
+    By default the exporter is a ``prometheus_client`` custom collector:
+    the executors count in process while it is attached (`stormwall.tally`)
+    and a scrape reads the counts and the live components' state, the
+    state gauges included (breaker failure and slow-call rates, global
+    permits, bulkhead limit, retry budget). With ``key_label_limit`` or in
+    multiprocess mode it follows the events instead (push), since the
+    counts are per executor, not per key, and multiprocess values must go
+    through ``prometheus_client``'s files.
 
     Args:
         registry: Where the metrics are registered (default:
@@ -202,7 +218,44 @@ class PrometheusExporter:
         self._lock = threading.Lock()
         self._attachments = Attachments()
         self._newest = vocab.Newest()
+        self._backend = vocab.Backend()
+        # Pull (the default): a custom collector reads the buses' tallies
+        # and the live components at scrape time; nothing runs per call
+        # but the executors' counting. Push (the event handlers below)
+        # where a pull cannot serve: multiprocess mode (the values must go
+        # through prometheus_client's files) and key labels (the tally
+        # counts per executor, not per key).
+        self._pull = not keys.enabled and not os.environ.get(
+            "PROMETHEUS_MULTIPROC_DIR"
+        )
+        self._collector: _Collector | None = None
+        self._dispatch: dict[type[Event], Callable[[Any], None]]
+        if self._pull:
+            self._collector = self._register_collector(
+                registry, _Collector(self, vocab.ALL_METRICS)
+            )
+            # How each gauge would aggregate in multiprocess mode (where
+            # the push path serves): definitions only, never registered.
+            self._breaker_state = cast(
+                "Gauge", _build(vocab.BREAKER_STATE, None, keyed=False)
+            )
+            self._in_flight = _build(
+                vocab.BULKHEAD_IN_FLIGHT, None, keyed=False
+            )
+            self._metrics: dict[str, MetricWrapperBase] = {}
+            self._dispatch = {}
+            return
         self._metrics = self._register(registry, keys.enabled)
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            # Key labels: the state gauges are still read at scrape time.
+            try:
+                self._collector = self._register_collector(
+                    registry, _Collector(self, vocab.GAUGES)
+                )
+            except ConfigError:
+                for metric in self._metrics.values():
+                    registry.unregister(metric)
+                raise
 
         m = self._metrics
         self._calls = m[vocab.CALLS.prometheus_name]
@@ -241,7 +294,7 @@ class PrometheusExporter:
 
         # One route per event the exporter needs (subscribed to these only,
         # executors never build the others: CallStarted, AttemptStarted...).
-        self._dispatch: dict[type[Event], Callable[[Any], None]] = {
+        self._dispatch = {
             ExecutorObserved: self._on_observed,
             CallEnded: self._on_call_ended,
             AttemptEnded: self._on_attempt_ended,
@@ -257,6 +310,21 @@ class PrometheusExporter:
             BulkheadRejected: self._on_bulkhead_rejected,
             BackendError: self._on_backend_error,
         }
+
+    @staticmethod
+    def _register_collector(
+        registry: CollectorRegistry, collector: _Collector
+    ) -> _Collector:
+        try:
+            registry.register(collector)
+        except ValueError as exc:
+            raise ConfigError(
+                "registry",
+                f"it already has stormwall metrics ({exc}); build one "
+                "PrometheusExporter per registry and attach it to every bus, "
+                "or close() the previous exporter first",
+            ) from None
+        return collector
 
     @staticmethod
     def _register(
@@ -301,6 +369,12 @@ class PrometheusExporter:
         Raises:
             ConfigError: ``bus`` is not an `EventBus`.
         """
+        if self._pull:
+            return self._attachments.attach_pull(
+                bus, {BackendError: self._backend.handle}
+            )
+        if self._collector is not None:  # the gauges, read at scrape time
+            self._attachments.count(bus)
         return self._attachments.attach_routes(bus, self._dispatch)
 
     def close(self) -> None:
@@ -313,8 +387,11 @@ class PrometheusExporter:
         self._attachments.close()
         with self._lock:
             metrics, self._metrics = self._metrics, {}
+            collector, self._collector = self._collector, None
         for metric in metrics.values():
             self._registry.unregister(metric)
+        if collector is not None:
+            self._registry.unregister(collector)
 
     def __repr__(self) -> str:
         limit = 0 if self._keys is None else self._keys.limit
@@ -498,6 +575,77 @@ class PrometheusExporter:
             labels = (component, vocab.error_type(event.error))
             self._child(self._backend_errors, labels).inc()
         self._child(self._backend_decisions, (component, event.policy)).inc()
+
+
+class _Collector:
+    """
+    The pull path: ``prometheus_client`` asks, the tallies answer.
+
+    Reads every bus the exporter is attached to (`stormwall.tally.read`)
+    through the shared table (`_vocabulary.families`) at each scrape.
+    """
+
+    def __init__(
+        self,
+        exporter: PrometheusExporter,
+        specs: tuple[vocab.MetricSpec, ...],
+    ) -> None:
+        self._exporter = exporter
+        self._specs = specs
+        self._names = {spec.otel_name for spec in specs}
+
+    def describe(self) -> Iterator[Metric]:
+        """The families, empty: what the registry checks for clashes."""
+        for spec in self._specs:
+            yield _family(spec)
+
+    def collect(self) -> Iterator[Metric]:
+        """Every family, read now."""
+        exporter = self._exporter
+        readings = [tally.read(bus) for bus in exporter._attachments.buses()]
+        for family in vocab.families(readings, exporter._backend):
+            if family.spec.otel_name in self._names:
+                yield _fill(family)
+
+
+def _family(spec: vocab.MetricSpec) -> Metric:
+    if spec.kind == "counter":
+        return CounterMetricFamily(
+            spec.prometheus_base, spec.description, labels=spec.labels
+        )
+    if spec.kind == "histogram":
+        return HistogramMetricFamily(
+            spec.prometheus_name, spec.description, labels=spec.labels
+        )
+    return GaugeMetricFamily(
+        spec.prometheus_name, spec.description, labels=spec.labels
+    )
+
+
+_BOUNDS: Final = tuple(
+    floatToGoString(b)  # type: ignore[no-untyped-call]
+    for b in (*vocab.DURATION_BUCKETS, float("inf"))
+)
+
+
+def _fill(family: vocab.Family) -> Metric:
+    metric = _family(family.spec)
+    if isinstance(metric, HistogramMetricFamily):
+        for labels, cell in family.cells.items():
+            buckets = []
+            total = 0
+            sum_value = 0.0
+            for bound, (_, count, part) in zip(
+                _BOUNDS, tally.cell_parts(cell), strict=True
+            ):
+                total += count
+                sum_value += part
+                buckets.append((bound, float(total)))
+            metric.add_metric(list(labels), buckets, sum_value)
+        return metric
+    for labels, value in family.values.items():
+        metric.add_metric(list(labels), float(value))  # type: ignore[attr-defined]
+    return metric
 
 
 class MetricsServer:

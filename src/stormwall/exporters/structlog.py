@@ -30,7 +30,14 @@ from typing import TYPE_CHECKING, Any, Final
 from stormwall import ConfigError
 
 from ._attach import Attachments, logged_types
-from ._logs import level_of, log_fields, resolve_levels, trace_ids
+from ._logs import (
+    fixed_levels,
+    highest_level,
+    level_of,
+    log_fields,
+    resolve_levels,
+    trace_ids,
+)
 
 
 try:
@@ -110,6 +117,22 @@ def _check_logger(logger: object, levels: Mapping[str, int | None]) -> None:
         )
 
 
+# A marker: the event's level depends on its outcome or state.
+_QUALIFIED: Final[Any] = object()
+
+
+def _effective_level(logger: object) -> int | None:
+    """The level a concrete filtering logger lets through, if it says."""
+    method = inspect.getattr_static(type(logger), "get_effective_level", None)
+    if method is None:
+        return None
+    try:
+        level = logger.get_effective_level()  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - a logger we cannot ask
+        return None
+    return level if isinstance(level, int) else None
+
+
 class StructlogExporter:
     """
     Log stormwall's events through structlog.
@@ -146,6 +169,8 @@ class StructlogExporter:
             _check_logger(logger, self._levels)
         self._logger: Any = logger
         self._types = logged_types(self._levels)
+        self._fixed = fixed_levels(self._levels)
+        self._floor = 0  # lines below it are dropped before any work
         self._attachments = Attachments()
 
     @property
@@ -169,11 +194,35 @@ class StructlogExporter:
         Raises:
             ConfigError: ``bus`` is not an `EventBus`.
         """
-        return self._attachments.attach(bus, self._handle, self._types)
+        return self._attachments.attach(bus, self._handle, self._passing())
+
+    def _passing(self) -> tuple[type[Event], ...]:
+        """
+        The event types whose lines can pass the logger's level.
+
+        A logger that knows its level (structlog's filtering bound logger,
+        ``get_effective_level()``) is asked once, here: an event type none of
+        whose lines reaches that level is not subscribed to, so executors do
+        not even build it (a line filtered out costs nothing). A lazy proxy
+        (``structlog.get_logger()``) is not asked: it may be configured later,
+        and structlog filters its lines itself.
+        """
+        floor = _effective_level(self._logger)
+        if floor is None:
+            return self._types
+        # The one cheap check a filtered line of a subscribed type costs.
+        self._floor = floor
+        return tuple(
+            cls
+            for cls in self._types
+            if highest_level(cls, self._levels) >= floor
+        )
 
     def _handle(self, event: Event) -> None:
-        level = level_of(event, self._levels)
-        if level is None:
+        level = self._fixed.get(type(event), _QUALIFIED)
+        if level is _QUALIFIED:
+            level = level_of(event, self._levels)
+        if level is None or level < self._floor:
             return
         fields = log_fields(event)
         fields.update(trace_ids(event))
