@@ -78,14 +78,14 @@ class TestBucketWindow:
 
         assert [1] == list(window.sums(1.0))
 
-    def test_split_is_past_plus_newest(self):
-        """``split`` gives the older buckets' sums and the newest bucket."""
+    def test_past_plus_newest_bucket_is_the_sum(self):
+        """``past`` sums the older buckets; the newest is ``bucket``."""
         window = BucketWindow(4.0, 4, 2)
         window.bucket(0.0)[0] += 3
-        past, newest = window.split(1.0)
+        newest = window.bucket(1.0)
         newest[1] += 1
 
-        assert ([3, 0], [0, 1]) == (past, newest)
+        assert ([3, 0], [0, 1]) == (window.past, newest)
         assert [3, 1] == list(window.latest())
 
     def test_clear_forgets_counts_but_keeps_aged(self):
@@ -165,7 +165,7 @@ class _Model:
 
 _ops = st.lists(
     st.tuples(
-        st.sampled_from(["add", "add", "add", "sums", "split", "clear"]),
+        st.sampled_from(["add", "add", "add", "sums", "past", "clear"]),
         # Mostly forward, sometimes a long idle, sometimes backwards.
         st.sampled_from([0.0, 0.0, 0.01, 0.1, 0.3, 1.0, 7.5, 1e6, -0.2]),
         st.integers(min_value=0, max_value=2),
@@ -194,12 +194,12 @@ class TestAgainstModel:
             if op == "add":
                 window.bucket(now)[field] += amount
                 model.add(now, field, amount)
-            elif op == "split":
-                past, newest = window.split(now)
+            elif op == "past":
+                newest = window.bucket(now)
                 newest[field] += amount
                 model.add(now, field, amount)
                 assert model.sums(now) == [
-                    p + n for p, n in zip(past, newest, strict=True)
+                    p + n for p, n in zip(window.past, newest, strict=True)
                 ]
             elif op == "clear":
                 window.clear()

@@ -134,7 +134,7 @@ class TimeWindow(BucketWindow):
             return 0, 0, 0
         if math.floor(now / self.width) != head:
             self._roll(now)
-        # Read in place (no `split` tuple): the breaker judges after every
+        # Read in place (no list built): the breaker judges after every
         # failure.
-        past, newest = self._past, self._bucket
+        past, newest = self.past, self._bucket
         return past[0] + newest[0], past[1] + newest[1], past[2] + newest[2]

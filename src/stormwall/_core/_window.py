@@ -45,11 +45,11 @@ class BucketWindow:
         "_bucket",
         "_counts",
         "_head",
-        "_past",
         "aged",
         "buckets",
         "duration",
         "fields",
+        "past",
         "width",
     )
 
@@ -67,7 +67,10 @@ class BucketWindow:
         self._counts = [[0] * fields for _ in range(self.buckets)]
         # The sums of every bucket in the window but the newest: a record
         # touches the newest bucket only, and a query adds the two.
-        self._past = [0] * fields
+        self.past = [0] * fields
+        """The counters summed over the older buckets still in the window,
+        as of the last `bucket` or `sums`: a counter's sum is its item here
+        plus its item in the newest bucket. Read it, never change it."""
         # The number of the newest bucket (None: nothing recorded yet) and
         # its counters.
         self._head: int | None = None
@@ -78,35 +81,23 @@ class BucketWindow:
         The counters of the bucket ``now`` falls in: add to them.
 
         The list is the window's own; add to its items at once (under the
-        caller's lock) and do not keep it.
+        caller's lock) and do not keep it. With `past`, it also gives the
+        window's sums without a second roll.
         """
         if math.floor(now / self.width) == self._head:
             return self._bucket
         return self._roll(now)
-
-    def split(self, now: float) -> tuple[list[int], list[int]]:
-        """
-        ``(past, newest)`` at ``now``: a counter's sum is their two items.
-
-        ``past`` sums the older buckets still in the window, ``newest`` is
-        `bucket` (add to it, never to ``past``). Both lists are the
-        window's own: read them at once, under the caller's lock.
-        """
-        if math.floor(now / self.width) == self._head:
-            return self._past, self._bucket
-        bucket = self._roll(now)
-        return self._past, bucket
 
     def sums(self, now: float) -> Iterator[int]:
         """The counters summed over the window at ``now``, in order."""
         head = self._head
         if head is not None and math.floor(now / self.width) != head:
             self._roll(now)
-        return map(operator.add, self._past, self._bucket)
+        return map(operator.add, self.past, self._bucket)
 
     def latest(self) -> Iterator[int]:
         """The counters summed over the window, time not moved."""
-        return map(operator.add, self._past, self._bucket)
+        return map(operator.add, self.past, self._bucket)
 
     def _roll(self, now: float) -> list[int]:
         """Drop the buckets too old at ``now``; the newest bucket's counts."""
@@ -115,7 +106,7 @@ class BucketWindow:
         if head is None:
             self._head = index
         elif index > head:
-            n, counts, past = self.buckets, self._counts, self._past
+            n, counts, past = self.buckets, self._counts, self.past
             # The newest bucket joins the past; buckets head+1 .. index are
             # new: clear what they hold from ``buckets`` buckets ago. A jump
             # longer than the window clears every bucket once, not once per
