@@ -1,37 +1,26 @@
 """
-AsyncResilientExecutor: the pipeline for asyncio code.
+AsyncResilientExecutor: the driver of the pipeline for asyncio code.
 
-The twin of `_sync.py`, step for step; the differences are ``await``, the
-wait primitives, and the per-attempt timeout that only a coroutine can have.
+The twin of `_sync.py`, line for line; the differences are ``await``, the
+wait primitives (each `Wait`'s ``awaiting`` form), and the per-attempt
+timeout that only a coroutine can have. The steps live in `_pipeline.py`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
-import types
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
-from ._clock import MonotonicClock, call_at
-from ._errors import AttemptTimeoutError, CircuitOpenError, RejectedError
-from ._executor import (
-    ExecutorBase,
-    _outcome,
-    chain,
-    chain_handled,
-    failure_outcome,
-)
-from ._limiters import give_back
-from ._sync import _protect_args
+from ._executor import ExecutorBase, protect_args
+from ._pipeline import INVOKE, RAISE, RETURN, CoroutineType, NotAwaitableError
+from ._timeout import Timeout
 
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine
-    from types import TracebackType
 
-    from ._clock import Clock
-    from ._component import CallContext
+    from ._pipeline import Call, Wait
 
 
 P = ParamSpec("P")
@@ -84,6 +73,8 @@ class AsyncResilientExecutor(ExecutorBase):
 
     __slots__ = ()
 
+    _is_async = True
+
     async def run(
         self,
         key: str,
@@ -117,270 +108,55 @@ class AsyncResilientExecutor(ExecutorBase):
             AttemptTimeoutError: the last attempt ran past ``timeout``.
             Exception: ``fn``'s own last exception, when retries ran out.
         """
-        # `_open` only when it has work (a key to refuse, a listener to
-        # tell): a call without listeners skips it.
-        ctx = None
-        for bus in self._buses:
-            if bus._subs or key.__class__ is not str:
-                ctx = self._open(key)
-                break
-        clock = self._clock
-        breaker, limiter, bulkhead = (
-            self._breaker,
-            self._limiter,
-            self._bulkhead,
-        )
         timeout = self._timeout
-        # A breaker whose state lives behind an asyncio client (a Redis store)
-        # is asked with awaits; a local one with plain calls (no await cost).
-        remote = breaker is not None and breaker._async_store
-        # The clock is read only for what uses the time: events, a budget, a
-        # deadline (`_dated`), a breaker's slow-call rule (`_timed`).
-        started = clock.now() if ctx is not None or self._dated else 0.0
-        timed = ctx is not None or self._timed
-        if self._budget is not None:
-            self._budget._deposit(started)
-        attempt = 0
-        error: BaseException | None = None
-        previous: float | None = None
+        pipe = self._pipeline
+        # The plainest call skips the `Call` for its first attempt, holding
+        # just the breaker's permit (see `Pipeline.enter`).
+        entered = pipe.enter(key)
+        quick = entered.__class__ is int
+        call: Call = entered  # type: ignore[assignment]
         try:
+            step = INVOKE if quick else call.admit()
             while True:
-                # -- admission: breaker, limiter, bulkhead
-                if ctx is not None:
-                    ctx.attempt = attempt + 1
-                permit = None
-                if breaker is not None:
+                if step is INVOKE:
                     try:
-                        permit = (
-                            await breaker._admit_async(ctx)
-                            if remote
-                            else breaker._admit(ctx)
-                        )
-                    except CircuitOpenError as exc:
-                        return cast(
-                            "T",
-                            await self._give_up(
-                                ctx, exc, error, attempt, started
-                            ),
-                        )
-                if limiter is not None or bulkhead is not None:
-                    # A permit the bulkhead then refuses is given back; no
-                    # wait runs past the deadline (``left``: the time left).
-                    deadline = self._deadline
-                    receipt: list[Any] | None = None
-                    try:
-                        left = (
-                            None
-                            if deadline is None
-                            else started + deadline - clock.now()
-                        )
-                        if limiter is not None:
-                            wait = self._limiter_timeout
-                            if left is not None and (
-                                wait is None or left < wait
-                            ):
-                                wait = left if left > 0 else 0.0
-                            if self._refunds:
-                                receipt = []
-                                waited = (
-                                    await limiter._acquire_refundable_async(
-                                        key, 1, wait, ctx, receipt
-                                    )
-                                )
-                            else:
-                                waited = await limiter._acquire_async(
-                                    key, 1, wait, ctx
-                                )
-                            if left is not None and waited:
-                                left -= waited
-                        if bulkhead is not None:
-                            if left is None:
-                                await bulkhead._acquire_async(ctx)
-                            else:
-                                await bulkhead._acquire_async(ctx, left)
-                    except BaseException as exc:
-                        if receipt:
-                            give_back(receipt)
-                        if breaker is not None:
-                            if remote:
-                                await breaker._release_async(permit)
-                            else:
-                                breaker._release(permit)
-                        if isinstance(exc, RejectedError):
-                            return cast(
-                                "T",
-                                await self._give_up(
-                                    ctx, exc, error, attempt, started
-                                ),
-                            )
-                        raise
-
-                # -- the call
-                attempt += 1
-                t0 = clock.now() if timed else 0.0
-                try:
-                    if ctx is not None:
-                        self._attempt_started(ctx, attempt, t0)
-                    awaitable = fn(*args, **kwargs)
-                    if type(awaitable) is not _Coroutine and (
-                        not inspect.isawaitable(awaitable)
-                    ):
-                        raise _NotAwaitableError(fn, awaitable)  # noqa: TRY301
-                    if timeout is None:
-                        result = await awaitable
-                    else:
-                        async with _Timeout(clock, timeout):
+                        awaitable = fn(*args, **kwargs)
+                        if type(awaitable) is not CoroutineType and (
+                            not inspect.isawaitable(awaitable)
+                        ):
+                            raise NotAwaitableError(fn, awaitable)  # noqa: TRY301
+                        if timeout is None:
                             result = await awaitable
-                except BaseException as exc:
-                    duration = clock.now() - t0 if timed else 0.0
-                    if bulkhead is not None:
-                        bulkhead._release(ctx)
-                    if not isinstance(exc, Exception) or isinstance(
-                        exc, _NotAwaitableError
-                    ):
-                        # Interrupted, not failed (or misused): free the
-                        # probe slot, record nothing; the outer handler
-                        # reports it.
-                        if breaker is not None:
-                            if remote:
-                                await breaker._release_async(permit)
-                            else:
-                                breaker._release(permit)
-                        raise
-                    if ctx is not None:
-                        self._attempt_ended(ctx, _outcome(exc), duration, exc)
-                    if breaker is not None:
-                        if remote:
-                            await breaker._on_failure_async(
-                                permit, exc, duration, ctx
-                            )
                         else:
-                            breaker._on_failure(permit, exc, duration, ctx)
-                    error, rejected_result = exc, None
+                            async with Timeout(self._clock, timeout):
+                                result = await awaitable
+                    except BaseException as exc:  # noqa: BLE001 - see the step
+                        if quick:
+                            quick = False
+                            call, step = pipe.resume(key, entered, exc)  # type: ignore[arg-type]
+                        else:
+                            step = call.failed(exc)
+                    else:
+                        if quick:
+                            pipe.settle(entered, 0.0, None)
+                            return result
+                        step = call.succeeded(result)
+                elif step is RETURN:
+                    return call.value  # type: ignore[no-any-return]
+                elif step is RAISE:
+                    raise call.raising  # noqa: TRY301 - what the step decided
                 else:
-                    duration = clock.now() - t0 if timed else 0.0
-                    if bulkhead is not None:
-                        bulkhead._release(ctx)
-                    test = self._result_test
+                    wait: Wait = step  # type: ignore[assignment]
                     try:
-                        retry = test is not None and test(result)
-                    except BaseException:
-                        if breaker is not None:
-                            if remote:
-                                await breaker._release_async(permit)
-                            else:
-                                breaker._release(permit)
-                        raise
-                    if not retry:
-                        if ctx is not None:
-                            self._attempt_ended(ctx, "success", duration, None)
-                        if breaker is not None:
-                            if remote:
-                                await breaker._on_success_async(
-                                    permit, duration, ctx
-                                )
-                            else:
-                                breaker._on_success(permit, duration, ctx)
-                        if ctx is not None:
-                            self._call_ended(
-                                ctx, "success", attempt, started, None
-                            )
-                        return result
-                    if ctx is not None:
-                        self._attempt_ended(ctx, "failure", duration, None)
-                    if breaker is not None:
-                        if remote:
-                            await breaker._on_failure_async(
-                                permit, None, duration, ctx
-                            )
-                        else:
-                            breaker._on_failure(permit, None, duration, ctx)
-                    error, rejected_result = None, result
-
-                # -- retry?
-                try:
-                    delay = None
-                    if self._retry_wanted(attempt, error):
-                        if breaker is not None and breaker._rejecting():
-                            if remote:
-                                await breaker._release_async(
-                                    await breaker._admit_async(ctx)
-                                )
-                            else:
-                                breaker._release(breaker._admit(ctx))
-                        delay = self._retry_delay(
-                            attempt,
-                            error,
-                            rejected_result,
-                            started,
-                            previous,
-                            ctx,
-                        )
-                except CircuitOpenError as exc:
-                    return cast(
-                        "T",
-                        await self._give_up(ctx, exc, error, attempt, started),
-                    )
-                except Exception as exc:
-                    # A user hook (retry_on, retry_after) raised: surface its
-                    # bug, with the failure it was judging as context.
-                    chain(exc, error, context=True)
-                    raise
-                if delay is None:
-                    if error is None:
-                        # Retries on a result ran out: the caller gets the
-                        # last result, as the function returned it.
-                        if ctx is not None:
-                            self._call_ended(
-                                ctx, "failure", attempt, started, None
-                            )
-                        return cast("T", rejected_result)
-                    return cast(
-                        "T",
-                        await self._give_up(
-                            ctx, error, None, attempt, started
-                        ),
-                    )
-                await clock.sleep_async(delay)
-                previous = delay
+                        outcome = await wait.awaiting(*wait.args)  # type: ignore[misc]
+                    except BaseException as exc:  # noqa: BLE001 - see fail
+                        step = wait.fail(exc)
+                    else:
+                        step = wait.then(outcome)
         except BaseException as exc:
-            if ctx is not None:
-                self._abandon(ctx, exc, attempt, started)
+            if not quick:
+                call.abandon(exc)
             raise
-
-    async def _give_up(
-        self,
-        ctx: CallContext | None,
-        error: BaseException,
-        cause: BaseException | None,
-        attempts: int,
-        started: float,
-    ) -> Any:
-        """End a failed call: the fallback's value, or raise ``error``."""
-        chain(error, cause)
-        fallback = self._fallback
-        if fallback is None or not isinstance(error, Exception):
-            if ctx is not None:
-                self._call_ended(
-                    ctx,
-                    failure_outcome(error, attempts),
-                    attempts,
-                    started,
-                    error,
-                )
-            raise error
-        try:
-            value = fallback(error)
-            if inspect.isawaitable(value):
-                value = await value
-        except Exception as exc:
-            # As if it had run while handling the failure: keep it.
-            chain_handled(exc, error)
-            if ctx is not None:
-                self._call_ended(ctx, "failure", attempts, started, exc)
-            raise
-        self._fallback_used(ctx, error, attempts, started)
-        return value
 
     @overload
     def protect(
@@ -427,7 +203,7 @@ class AsyncResilientExecutor(ExecutorBase):
 
         .. versionadded:: 0.1.0
         """
-        key_of, bare = _protect_args(fn, key)
+        key_of, bare = protect_args(fn, key)
 
         def decorate(
             fn: Callable[P, Awaitable[T]],
@@ -441,122 +217,6 @@ class AsyncResilientExecutor(ExecutorBase):
             return wrapper
 
         return decorate if bare is None else decorate(bare)
-
-
-_Coroutine = types.CoroutineType
-
-
-class _NotAwaitableError(TypeError):
-    """
-    A sync function given to the async executor.
-
-    A usage error: never retried, never recorded as an upstream failure.
-    """
-
-    def __init__(self, fn: object, value: object) -> None:
-        name = getattr(fn, "__qualname__", repr(fn))
-        super().__init__(
-            f"{name} returned {type(value).__name__}, not an awaitable: "
-            "AsyncResilientExecutor runs coroutine functions; use "
-            "ResilientExecutor for synchronous code"
-        )
-
-
-class _Timeout:
-    """
-    Cancel the current task at a deadline on the pipeline's clock.
-
-    Like `asyncio.timeout`, but the deadline is kept by the clock, so under
-    `MockClock` it fires in virtual time; with the real clock it is
-    `asyncio.timeout` itself.
-
-    The cancellation is only ever requested on the task's own loop and only
-    while the attempt is still inside the block, and a cancellation that was
-    requested but not delivered before the block ended is consumed here, so
-    no stray `CancelledError` reaches the caller's next ``await``.
-    """
-
-    __slots__ = (
-        "_cancel",
-        "_clock",
-        "_exited",
-        "_expired",
-        "_loop",
-        "_seconds",
-        "_task",
-    )
-
-    def __init__(self, clock: Clock, seconds: float) -> None:
-        self._clock = clock
-        self._seconds = seconds
-        self._expired = False
-        self._exited = False
-        self._task: asyncio.Task[Any] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._cancel: Any = None
-
-    async def __aenter__(self) -> None:
-        if isinstance(self._clock, MonotonicClock):
-            self._cancel = asyncio.timeout(self._seconds)
-            await self._cancel.__aenter__()
-            return
-        self._task = asyncio.current_task()
-        self._loop = asyncio.get_running_loop()
-        self._cancel = call_at(
-            self._clock, self._clock.now() + self._seconds, self._expire
-        )
-
-    def _expire(self) -> None:
-        """The deadline passed (called from whoever moved the clock)."""
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self._loop:
-            self._fire()
-        elif self._loop is not None:
-            self._loop.call_soon_threadsafe(self._fire)
-
-    def _fire(self) -> None:
-        """On the task's loop: cancel the attempt, unless it is over."""
-        task = self._task
-        if self._exited or task is None or task.done():
-            return
-        self._expired = True
-        task.cancel()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if isinstance(self._clock, MonotonicClock):
-            try:
-                await self._cancel.__aexit__(exc_type, exc, tb)
-            except TimeoutError as timeout:
-                raise AttemptTimeoutError(self._seconds) from timeout
-            return
-        self._exited = True
-        self._cancel()
-        task = self._task
-        if not self._expired or task is None:
-            return
-        others = task.uncancel()
-        if exc_type is not None and issubclass(
-            exc_type, asyncio.CancelledError
-        ):
-            if others == 0:
-                raise AttemptTimeoutError(self._seconds) from exc
-            return  # cancelled from outside as well: let it propagate
-        # The attempt ended without seeing our cancellation (it finished
-        # first, or swallowed it): consume a still-pending one here.
-        try:
-            await asyncio.sleep(0)
-        except asyncio.CancelledError:
-            # Someone else cancelled too (before or meanwhile): theirs wins.
-            if others > 0 or task.cancelling() > others:
-                raise
 
 
 __all__ = ["AsyncResilientExecutor"]

@@ -198,7 +198,7 @@ class CircuitBreaker(Component):
     """
 
     __slots__ = (
-        "_async_store",
+        "_async_only",
         "_config",
         "_core",
         "_ignore",
@@ -262,7 +262,7 @@ class CircuitBreaker(Component):
         self._lock = threading.Lock()
         # Whether the executors must await the _*_async methods (an asyncio
         # store client); False for a local breaker.
-        self._async_store = False
+        self._async_only = False
         if store is not None:
             self._share(store)  # sets _timed: the store says what it reads
             return
@@ -295,7 +295,7 @@ class CircuitBreaker(Component):
         self.__class__ = _SharedCircuitBreaker
         shared = store._bind(self, self._config)
         self._shared = shared
-        self._async_store = shared.is_async
+        self._async_only = shared.is_async
         self._timed = shared.timed
 
     def __repr__(self) -> str:
@@ -421,6 +421,17 @@ class CircuitBreaker(Component):
 
     # -- what the executors call (docs/internals.md) --------------------------
 
+    def _closed_permit(self) -> int | None:
+        """
+        The pipeline's quick admission: a permit while closed, else None.
+
+        Nothing is reported or held (a closed breaker's permit holds no probe
+        slot); on None the pipeline takes the full `_admit` path.
+        """
+        rec = self._record
+        permit = rec.generation
+        return permit if rec.state is _CLOSED else None
+
     def _admit(self, ctx: CallContext | None) -> int:
         """
         Admit one call, or refuse it.
@@ -534,7 +545,7 @@ class CircuitBreaker(Component):
         with self._lock:
             self._core.release(permit)
 
-    # The executors await these when ``_async_store`` is true (a store with
+    # The executors await these when ``_async_only`` is true (a store with
     # an asyncio client); on a local breaker they are the sync methods.
 
     async def _admit_async(self, ctx: CallContext | None) -> int:
@@ -611,6 +622,10 @@ class _SharedCircuitBreaker(CircuitBreaker):
     def __repr__(self) -> str:
         state = self._shared.cached_state().value
         return f"<CircuitBreaker {self._name!r} state={state} (shared)>"
+
+    def _closed_permit(self) -> None:
+        """Every decision is the store's: never a quick admission."""
+        return
 
     def _blocking(self, method: str) -> SharedCore:
         """The core, or `TypeError` when its client is asyncio."""

@@ -113,6 +113,11 @@ class Component:
         "_named",
     )
 
+    #: Whether the component's state lives behind an asyncio client, so
+    #: only the async executor can drive it (its decisions are awaited).
+    #: Decided when the component is built; the executors read it once.
+    _async_only: bool = False
+
     def __init__(
         self,
         kind: str,

@@ -316,6 +316,23 @@ class Limiter(Component):
         """A snapshot of this limiter's counters."""
         raise NotImplementedError
 
+    def _take(
+        self,
+        key: str,  # noqa: ARG002 - the keyed limiters' signature
+        ctx: CallContext | None,  # noqa: ARG002
+        receipt: list[Any] | None,  # noqa: ARG002
+    ) -> bool:
+        """
+        Take 1 permit for ``key`` if that needs no wait, else take nothing.
+
+        Never blocks and never refuses: on ``False`` the pipeline asks
+        `_acquire` (or `_acquire_async`), which may wait or refuse. This
+        default grants nothing at once, so every admission goes there.
+        ``key`` is a str (the pipeline checked it); ``receipt`` as in
+        `_acquire_refundable`.
+        """
+        return False
+
     def _acquire(
         self,
         key: str,
@@ -524,6 +541,38 @@ class _KeyedLimiter(Limiter):
         res.handle = ticket
         self._waiting += 1
         return ticket
+
+    def _take(
+        self,
+        key: str,
+        ctx: CallContext | None,
+        receipt: list[Any] | None,
+    ) -> bool:
+        # `_acquire`'s granting half for 1 permit, with nothing to check
+        # (the pipeline passes a str key) and nothing to book: the hot path.
+        lock = self._lock
+        lock.acquire()
+        try:
+            now = self._clock.now()
+            state = (
+                self._shared
+                or self._keys.get(key)
+                or self._store.get(key, now)
+            )
+            if self._policy.admit(state, now, 1):
+                return False
+            self._allowed += 1
+        finally:
+            lock.release()
+        if ctx is not None:
+            # The pipeline builds a context whenever anybody listens, so
+            # without one there is nobody to tell.
+            bus = self._explicit_bus or ctx.bus
+            if bus._subs and bus.wants(LimiterAllowed):
+                self._emit(ctx, key, LimiterAllowed, cost=1)
+        if receipt is not None:
+            receipt.append((self, state, now, 1))
+        return True
 
     def _acquire(
         self,

@@ -9,14 +9,11 @@ the breaker's time-based health window and the retry budget's window.
 
 from __future__ import annotations
 
-import ast
 import math
-import pathlib
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stormwall._core import _window
 from stormwall._core._window import BucketWindow
 
 
@@ -98,18 +95,6 @@ class TestBucketWindow:
 
         assert [0] == list(window.sums(5.0))
         assert 1 == window.aged
-
-    def test_is_sans_io(self):
-        """The window imports no clock, thread or event loop."""
-        tree = ast.parse(pathlib.Path(_window.__file__).read_text("utf-8"))
-        imported = set()
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                imported |= {a.name.split(".")[0] for a in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.level == 0:
-                imported.add((node.module or "").split(".")[0])
-
-        assert set() == imported & {"asyncio", "threading", "time"}
 
 
 class _Model:

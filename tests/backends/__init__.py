@@ -1,0 +1,1 @@
+"""Tests of the shared-state backends (``stormwall.backends``)."""

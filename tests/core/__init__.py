@@ -1,0 +1,1 @@
+"""Tests of the core: policies, executors, bus, events, clock, testing."""

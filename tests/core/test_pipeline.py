@@ -1,0 +1,231 @@
+"""
+The pipeline's one home: `_pipeline.py` decides, the two drivers only wait.
+
+The drivers are twins (their ``run`` loops differ by ``await``, the wait
+primitives and the per-attempt timeout); nothing forks at call time on
+whether a component sits behind an asyncio client; a step granted at once
+is the shared `INVOKE` sentinel; the plainest call skips the per-call object
+for its first attempt, and every other call goes through one; a breaker
+whose decisions must be awaited runs every decision as a `Wait` and reports
+exactly what a local one reports.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from stormwall import (
+    AsyncResilientExecutor,
+    Bulkhead,
+    CircuitBreaker,
+    CircuitOpenError,
+    ConfigError,
+    EventBus,
+    ResilientExecutor,
+    RetryPolicy,
+    TokenBucket,
+    _async,
+    _sync,
+)
+from stormwall._pipeline import INVOKE, RETURN, Call, StoredCall, Wait
+from stormwall.testing import EventRecorder, MockClock
+
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "stormwall"
+
+
+def _run_body(module: object) -> list[str]:
+    """The lines of a driver's ``run`` body, without its docstring."""
+    source = inspect.getsource(module)
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+            and node.name == "run"
+        ):
+            body = node.body[1:]  # the docstring first
+            lines = source.splitlines()[
+                body[0].lineno - 1 : body[-1].end_lineno
+            ]
+            return [line.strip() for line in lines if line.strip()]
+    raise AssertionError("no run()")
+
+
+class TestDrivers:
+    def test_the_drivers_differ_by_await_waits_and_timeout_only(self):
+        sync = _run_body(_sync)
+        asyn = [line.replace("await ", "") for line in _run_body(_async)]
+        only_sync = sorted((Counter(sync) - Counter(asyn)).elements())
+        only_async = sorted((Counter(asyn) - Counter(sync)).elements())
+        # The colour check of what fn returned, and the wait primitive.
+        assert only_sync == sorted(
+            [
+                "result = fn(*args, **kwargs)",
+                "if type(result) not in plain and awaitable(result):",
+                "raise AwaitableError(fn, result)  # noqa: TRY301",
+                "outcome = wait.blocking(*wait.args)  # type: ignore[misc]",
+            ]
+        )
+        # The same, plus the per-attempt timeout only a coroutine can have.
+        assert only_async == sorted(
+            [
+                "timeout = self._timeout",
+                "awaitable = fn(*args, **kwargs)",
+                "if type(awaitable) is not CoroutineType and (",
+                "not inspect.isawaitable(awaitable)",
+                "):",
+                "raise NotAwaitableError(fn, awaitable)  # noqa: TRY301",
+                "if timeout is None:",
+                "result = awaitable",
+                "else:",
+                "async with Timeout(self._clock, timeout):",
+                "result = awaitable",
+                "outcome = wait.awaiting(*wait.args)  # type: ignore[misc]",
+            ]
+        )
+
+    def test_nothing_forks_on_an_asyncio_client_at_call_time(self):
+        text = "\n".join(path.read_text() for path in SRC.rglob("*.py"))
+        assert not re.search(r"\bif remote\b", text)
+        assert not re.search(r"getattr\([^)]*_async_(only|store)", text)
+
+
+def _executor(cls=ResilientExecutor, **parts):
+    parts.setdefault("bus", EventBus())
+    return cls("p", clock=MockClock(), **parts)
+
+
+class TestSteps:
+    def test_a_step_granted_at_once_is_the_shared_sentinel(self):
+        ex = _executor(
+            limiter=TokenBucket(10, 10),
+            circuit_breaker=CircuitBreaker(),
+            bulkhead=Bulkhead(2),
+        )
+        ex.bus.subscribe(lambda _: None)  # a listener: a real Call
+        call = ex._pipeline.call("k")
+        first = call.admit()
+        assert first.__class__ is Wait  # the bulkhead slot
+        assert first.then(first.blocking(*first.args)) is INVOKE
+        assert call.succeeded(1) is RETURN
+        assert call.value == 1
+
+    def test_the_plainest_call_skips_the_call_object(self):
+        ex = _executor(
+            limiter=TokenBucket(10, 10),
+            circuit_breaker=CircuitBreaker(),
+            retry_policy=RetryPolicy(max_attempts=3),
+        )
+        assert ex._pipeline.enter("k").__class__ is int
+
+    @pytest.mark.parametrize(
+        "why",
+        ["listener", "bulkhead", "deadline", "open", "empty", "key", "slow"],
+    )
+    def test_every_other_call_goes_through_a_call(self, why):
+        parts = {
+            "limiter": TokenBucket(1, 1),
+            "circuit_breaker": CircuitBreaker(),
+            "retry_policy": RetryPolicy(max_attempts=3),
+        }
+        if why == "bulkhead":
+            parts["bulkhead"] = Bulkhead(1)
+        if why == "deadline":
+            parts["retry_policy"] = RetryPolicy(deadline=5)
+        if why == "slow":
+            parts["circuit_breaker"] = CircuitBreaker(slow_call_duration=1)
+        ex = _executor(**parts)
+        key = "k"
+        if why == "listener":
+            ex.bus.subscribe(lambda _: None)
+        if why == "open":
+            ex.circuit_breaker.force_open()
+        if why == "empty":
+            assert ex.limiter.try_acquire("k")
+        if why == "key":
+            key = "k"[:0] + "k"  # still a str: must stay quick
+        entered = ex._pipeline.enter(key)
+        if why == "key":
+            assert entered.__class__ is int
+        else:
+            assert isinstance(entered, Call)
+
+    def test_a_quick_attempt_that_fails_is_retried_through_a_call(self):
+        ex = _executor(retry_policy=RetryPolicy(max_attempts=3, base_delay=0))
+        calls = []
+
+        def flaky():
+            calls.append(1)
+            if len(calls) == 1:
+                raise ValueError
+            return "ok"
+
+        assert ex.run("k", flaky) == "ok"
+        assert len(calls) == 2
+
+
+class TestAwaitedBreaker:
+    """A breaker whose decisions are awaited (as behind an asyncio client)."""
+
+    async def _trace(self, awaited: bool) -> list[tuple[str, object]]:
+        clock = MockClock()
+        breaker = CircuitBreaker(
+            failure_threshold=2, recovery_timeout=10, clock=clock
+        )
+        if awaited:
+            breaker._async_only = True
+        bus = EventBus()
+        recorder = EventRecorder(bus).start()
+        ex = AsyncResilientExecutor(
+            "p",
+            circuit_breaker=breaker,
+            # The breaker opens on the second failure, with a retry left:
+            # the retry asks it first (a probe), and its refusal ends the call.
+            retry_policy=RetryPolicy(
+                max_attempts=3, base_delay=1, jitter=None
+            ),
+            fallback=lambda error: "fallback",
+            bus=bus,
+        )
+        expected = StoredCall if awaited else Call
+        assert ex._pipeline.call.func is expected
+
+        async def boom():
+            raise ValueError
+
+        async def fine():
+            return "fine"
+
+        assert await ex.run("k", boom) == "fallback"
+        other = AsyncResilientExecutor("q", circuit_breaker=breaker, bus=bus)
+        with pytest.raises(CircuitOpenError):
+            await other.run("k", fine)
+        await clock.sleep_async(10)
+        assert await ex.run("k", fine) == "fine"
+        return [
+            (type(event).__name__, getattr(event, "outcome", None))
+            for event in recorder.events
+        ]
+
+    @pytest.mark.asyncio
+    async def test_reports_what_a_local_breaker_reports(self):
+        trace = await self._trace(awaited=True)
+        assert trace == await self._trace(awaited=False)
+        names = [name for name, _ in trace]
+        assert names.count("AttemptStarted") == 3  # 2 failures, 1 success
+        assert names.count("BreakerRejected") == 2  # the probe, the "q" call
+        assert ("CallEnded", "fallback") in trace
+        assert ("CallEnded", "success") in trace
+
+    def test_the_sync_executor_refuses_it(self):
+        breaker = CircuitBreaker()
+        breaker._async_only = True
+        with pytest.raises(ConfigError, match="asyncio client") as info:
+            ResilientExecutor("p", circuit_breaker=breaker)
+        assert info.value.parameter == "circuit_breaker"

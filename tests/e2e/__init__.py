@@ -1,0 +1,1 @@
+"""End to end: docs, demo, examples, dashboards, CLI, package, bench."""

@@ -1,0 +1,1 @@
+"""Helpers, tables and subprocess workers the test modules share."""
