@@ -1,12 +1,13 @@
 """
 Bulkhead: a cap on concurrent calls, with an optional FIFO wait for a slot.
 
-One object serves threads and asyncio at once. Rules:
+One object serves threads and asyncio at once. The slot queue itself (no
+barging, hand-off to the first waiter, a limit that can move) is the
+sans-I/O ``stormwall._core._bulkhead.SlotQueue``; this shell adds the lock,
+the waiting, the waking and the events. Rules of the shell:
 
-- A free slot is taken at once only when nobody is queued: a newcomer never
-  barges past a waiter.
-- A release hands its slot straight to the first waiter (the count of calls
-  in flight does not dip), and wakes it with its `Waiter`.
+- A queued caller waits on its ticket's `Waiter`; whoever grants it a slot
+  (a release, a raised limit) wakes it after dropping the lock.
 - A waiter that gives up (``max_wait`` passed) leaves the queue; one that is
   cancelled after being handed a slot passes the slot on, so no slot leaks.
   It did hold that slot for an instant: it is counted, and reported, as
@@ -18,7 +19,6 @@ One object serves threads and asyncio at once. Rules:
 from __future__ import annotations
 
 import threading
-from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -26,6 +26,7 @@ from . import _validate
 from ._bus import default_bus
 from ._clock import Waiter
 from ._component import Component
+from ._core._bulkhead import SlotQueue, Ticket
 from ._errors import BulkheadFullError, StormwallError
 from ._events import BulkheadAcquired, BulkheadRejected, BulkheadReleased
 
@@ -48,7 +49,8 @@ class BulkheadStatistics:
 
     Attributes:
         bulkhead: The bulkhead's name.
-        max_concurrent: The cap on calls in flight.
+        max_concurrent: The cap on calls in flight (the current one, when
+            it moves).
         in_flight: Calls holding a slot now.
         waiting: Callers queued for a slot now.
         acquired: Slots granted so far (at once or after waiting).
@@ -66,14 +68,14 @@ class BulkheadStatistics:
     released: int
 
 
-class _Slot:
-    """A queued caller: its waiter, and whether a release handed it a slot."""
+class _Slot(Ticket):
+    """A queued caller: its ticket, and the waiter to wake it with."""
 
-    __slots__ = ("granted", "waiter")
+    __slots__ = ("waiter",)
 
     def __init__(self) -> None:
+        Ticket.__init__(self)
         self.waiter = Waiter()
-        self.granted = False
 
 
 class Bulkhead(Component):
@@ -99,15 +101,10 @@ class Bulkhead(Component):
     """
 
     __slots__ = (
-        "_acquired",
-        "_in_flight",
         "_lock",
-        "_max",
         "_max_wait",
-        "_queue",
-        "_rejected",
-        "_released",
         "_sequence",
+        "_slots",
     )
 
     # Only the counters: slots and queued callers hold no timestamps.
@@ -127,7 +124,9 @@ class Bulkhead(Component):
         bus: EventBus | None = None,
     ) -> None:
         Component.__init__(self, "bulkhead", name, clock, bus)
-        self._max = _validate.positive_int("max_concurrent", max_concurrent)
+        self._slots: SlotQueue[_Slot] = SlotQueue(
+            _validate.positive_int("max_concurrent", max_concurrent)
+        )
         self._max_wait = (
             None
             if max_wait is None
@@ -136,15 +135,10 @@ class Bulkhead(Component):
             )
         )
         self._lock = threading.Lock()
-        self._queue: deque[_Slot] = deque()
-        self._in_flight = 0
         # Bumped under the lock with every in-flight snapshot that is
         # reported: events from two threads may reach a handler in either
         # order, and exporters keep the newest (see BulkheadAcquired).
         self._sequence = 0
-        self._acquired = 0
-        self._rejected = 0
-        self._released = 0
 
     def _fresh_state(self) -> None:
         self._acquired = self._rejected = self._released = 0
@@ -152,7 +146,7 @@ class Bulkhead(Component):
     @property
     def max_concurrent(self) -> int:
         """The cap on calls in flight."""
-        return self._max
+        return self._slots.limit
 
     @property
     def max_wait(self) -> float | None:
@@ -168,14 +162,12 @@ class Bulkhead(Component):
         Returns:
             Whether a slot was taken; release it with `release`.
         """
+        slots = self._slots
         with self._lock:
-            ok = self._in_flight < self._max and not self._queue
-            if ok:
-                self._in_flight += 1
-                self._acquired += 1
-            else:
-                self._rejected += 1
-            in_flight = self._in_flight
+            ok = slots.try_enter()
+            if not ok:
+                slots.refuse()
+            in_flight = slots.in_flight
             self._sequence += 1
             sequence = self._sequence
         bus = self._explicit_bus or self._bound_bus or default_bus
@@ -208,15 +200,16 @@ class Bulkhead(Component):
 
     def statistics(self) -> BulkheadStatistics:
         """A snapshot of the bulkhead (see `BulkheadStatistics`)."""
+        slots = self._slots
         with self._lock:
             return BulkheadStatistics(
                 bulkhead=self._name,
-                max_concurrent=self._max,
-                in_flight=self._in_flight,
-                waiting=len(self._queue),
-                acquired=self._acquired,
-                rejected=self._rejected,
-                released=self._released,
+                max_concurrent=slots.limit,
+                in_flight=slots.in_flight,
+                waiting=slots.waiting,
+                acquired=slots.acquired,
+                rejected=slots.rejected,
+                released=slots.released,
             )
 
     def __enter__(self) -> None:
@@ -243,7 +236,7 @@ class Bulkhead(Component):
 
     def __repr__(self) -> str:
         return (
-            f"Bulkhead({self._max}, max_wait={self._max_wait!r}, "
+            f"Bulkhead({self._slots.limit}, max_wait={self._max_wait!r}, "
             f"name={self._name!r})"
         )
 
@@ -262,18 +255,23 @@ class Bulkhead(Component):
             queued, else ``None`` with whether a slot was taken, the calls
             in flight and the snapshot's sequence number.
         """
-        with self._lock:
-            if self._in_flight < self._max and not self._queue:
-                self._in_flight += 1
-                self._acquired += 1
+        slots = self._slots
+        # acquire/release rather than ``with``: half the cost of the lock on
+        # the hot path (see docs/internals.md, The hot path).
+        lock = self._lock
+        lock.acquire()
+        try:
+            if slots.try_enter():
                 self._sequence += 1
-                return None, True, self._in_flight, self._sequence
+                return None, True, slots.in_flight, self._sequence
             if self._max_wait == 0 or refuse:
-                self._rejected += 1
-                return None, False, self._in_flight, self._sequence
+                slots.refuse()
+                return None, False, slots.in_flight, self._sequence
             slot = _Slot()
-            self._queue.append(slot)
+            slots.enqueue(slot)
             return slot, False, 0, 0
+        finally:
+            lock.release()
 
     def _acquire(
         self, ctx: CallContext | None, limit: float | None = None
@@ -324,19 +322,21 @@ class Bulkhead(Component):
         self._settle(ctx, slot, start)
 
     def _release(self, ctx: CallContext | None) -> None:
-        with self._lock:
-            if self._in_flight <= 0:
+        slots = self._slots
+        lock = self._lock
+        lock.acquire()
+        try:
+            if slots.in_flight <= 0:
                 raise StormwallError(
                     f"bulkhead {self._name!r} released more often than "
                     "acquired"
                 )
-            self._released += 1
-            handed = self._hand_off()
-            if handed is None:
-                self._in_flight -= 1
-            in_flight = self._in_flight
+            handed = slots.leave()
+            in_flight = slots.in_flight
             self._sequence += 1
             sequence = self._sequence
+        finally:
+            lock.release()
         if handed is not None:
             handed.waiter.notify()
         bus = self._explicit_bus or (
@@ -351,16 +351,24 @@ class Bulkhead(Component):
                 sequence=sequence,
             )
 
-    # -- internals -----------------------------------------------------------
+    def _set_limit(self, limit: int) -> None:
+        """
+        Move the cap on calls in flight (the adaptive bulkhead drives it).
 
-    def _hand_off(self) -> _Slot | None:
-        """Give the slot being freed to the first waiter (lock held)."""
-        if self._queue:
-            slot = self._queue.popleft()
-            slot.granted = True
-            self._acquired += 1
-            return slot
-        return None
+        Raising it grants queued callers at once, in arrival order; lowering
+        it takes no slot back: no caller enters until fewer than ``limit``
+        calls are in flight.
+
+        Raises:
+            ConfigError: ``limit`` is not a positive integer.
+        """
+        limit = _validate.positive_int("limit", limit)
+        with self._lock:
+            granted = self._slots.set_limit(limit)
+        for slot in granted:
+            slot.waiter.notify()
+
+    # -- internals -----------------------------------------------------------
 
     def _entered(
         self,
@@ -404,11 +412,11 @@ class Bulkhead(Component):
         self, ctx: CallContext | None, slot: _Slot, start: float
     ) -> None:
         """After the wait: keep the handed slot, or leave the queue refused."""
+        slots = self._slots
         with self._lock:
-            if not slot.granted:
-                self._queue.remove(slot)
-                self._rejected += 1
-            in_flight = self._in_flight
+            if slots.withdraw(slot):
+                slots.refuse()
+            in_flight = slots.in_flight
             self._sequence += 1
             sequence = self._sequence
         waited = self._clock.now() - start
@@ -419,13 +427,12 @@ class Bulkhead(Component):
     ) -> None:
         """An interrupted waiter: leave the queue, or pass a handed slot on."""
         with self._lock:
-            if not slot.granted:
-                self._queue.remove(slot)
+            if self._slots.withdraw(slot):
                 return
             # The hand-off counted the slot as acquired: give it back as a
             # release, never as a bare decrement of in_flight, or acquired
             # - released drifts from in_flight by one per abandoned slot.
-            in_flight = self._in_flight
+            in_flight = self._slots.in_flight
             self._sequence += 1
             sequence = self._sequence
         try:

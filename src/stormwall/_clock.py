@@ -561,3 +561,43 @@ def call_at(
 
 def _noop() -> None:
     return None
+
+
+def one_clock(
+    *given: tuple[str, Clock | None], hint: str = "one pipeline, one clock"
+) -> Clock | None:
+    """
+    The one-clock rule: every clock given is the same object.
+
+    Executors, composite limiters and components wired into an executor
+    all check it here, so a pipeline never keeps time on two clocks (a test
+    with a `MockClock` that silently sleeps for real on another one).
+
+    Args:
+        given: ``(parameter, clock)`` pairs; ``None`` means no clock was
+            given (the component adopts the pipeline's). A pair that can
+            never differ (it comes first and is never ``None``) may name a
+            description instead (``"the executor"``): it only appears in
+            the message.
+        hint: Appended to the error message: what to do about it.
+
+    Returns:
+        The clock given, or ``None`` when none was.
+
+    Raises:
+        ConfigError: naming the parameter of the first clock that differs
+            from the first one given.
+    """
+    first: tuple[str, Clock] | None = None
+    for param, clock in given:
+        if clock is None:
+            continue
+        if first is None:
+            first = (param, clock)
+        elif clock is not first[1]:
+            raise ConfigError(
+                param,
+                f"keeps time with {clock!r} but {first[0]} uses "
+                f"{first[1]!r}; {hint}",
+            )
+    return None if first is None else first[1]

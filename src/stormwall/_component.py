@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import _tally, _validate
 from ._bus import EventBus, default_bus
-from ._clock import DEFAULT_CLOCK, Clock
+from ._clock import DEFAULT_CLOCK, Clock, one_clock
 from ._errors import ConfigError
 
 
@@ -165,23 +165,19 @@ class Component:
             ConfigError: naming ``param``, when the component's clock is not
                 the executor's.
         """
-        if self._explicit_clock is not None:
-            if self._explicit_clock is not clock:
-                raise ConfigError(
-                    param,
-                    f"{self._name!r} keeps time with {self._explicit_clock!r}"
-                    f" but the executor uses {clock!r}; give both the same "
-                    "clock",
-                )
-        elif self._bound_executor is not None and self._clock is not clock:
-            raise ConfigError(
-                param,
-                f"{self._name!r} is already wired into executor "
-                f"{self._bound_executor!r} with clock {self._clock!r}; "
-                f"this executor uses {clock!r}",
-            )
-        else:
-            self._clock = clock
+        # Pinned: given explicitly, or adopted from an earlier executor.
+        pinned = self._explicit_clock or (
+            None if self._bound_executor is None else self._clock
+        )
+        one_clock(
+            ("the executor", clock),
+            (param, pinned),
+            hint="give both the same clock"
+            if self._bound_executor is None
+            else f"{self._name!r} is already wired into executor "
+            f"{self._bound_executor!r}",
+        )
+        self._clock = clock
         if self._bound_executor is None:
             self._bound_executor = executor
             self._bound_bus = bus

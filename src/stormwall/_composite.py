@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import _validate
+from ._clock import one_clock
 from ._component import Component
 from ._core._arith import until
 from ._errors import ConfigError, RateLimitedError
@@ -107,18 +108,15 @@ class CompositeLimiter(Limiter):
                     "limiters", f"{tier.name!r} is given more than once"
                 )
             tiers.append(tier)
-        clocks = [t._explicit_clock for t in tiers if t._explicit_clock]
-        if self._explicit_clock is not None:
-            clocks.insert(0, self._explicit_clock)
-        if any(c is not clocks[0] for c in clocks):
-            raise ConfigError(
-                "clock" if self._explicit_clock is not None else "limiters",
-                "every tier must keep time with the same clock",
-            )
-        if clocks:
-            self._explicit_clock = self._clock = clocks[0]
+        clock = one_clock(
+            *(("limiters", tier._explicit_clock) for tier in tiers),
+            ("clock", self._explicit_clock),
+            hint="every tier must keep time with the same clock",
+        )
+        if clock is not None:
+            self._explicit_clock = self._clock = clock
             for tier in tiers:
-                tier._clock = clocks[0]
+                tier._clock = clock
         if self._explicit_bus is not None:
             for tier in tiers:
                 if tier._explicit_bus is None:

@@ -19,7 +19,7 @@ from . import _tally, _validate
 from ._breaker import CircuitBreaker
 from ._bulkhead import Bulkhead
 from ._bus import EventBus, default_bus
-from ._clock import DEFAULT_CLOCK, Clock
+from ._clock import DEFAULT_CLOCK, Clock, one_clock
 from ._component import Component, check_bus, check_clock
 from ._errors import ConfigError
 from ._limiters import Limiter
@@ -166,21 +166,14 @@ class ExecutorBase:
         were given; two different clocks are a `ConfigError`.
         """
         components = self._components()
-        if clock is None:
-            explicit = {
-                id(c._explicit_clock): (param, c._explicit_clock)
-                for param, c in components
-                if c._explicit_clock is not None
-            }
-            if len(explicit) > 1:
-                (p1, c1), (p2, c2) = list(explicit.values())[:2]
-                raise ConfigError(
-                    p2,
-                    f"keeps time with {c2!r} but {p1} uses {c1!r}; "
-                    "one executor needs one clock",
-                )
-            clock = next(iter(explicit.values()))[1] if explicit else None
-        clock = clock or DEFAULT_CLOCK
+        clock = (
+            one_clock(
+                ("clock", clock),
+                *((param, c._explicit_clock) for param, c in components),
+                hint="one executor needs one clock",
+            )
+            or DEFAULT_CLOCK
+        )
         for param, component in components:
             component._bind(self._name, clock, self._bus, param)
         return clock

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, NoReturn
 from . import _validate
 from ._component import Component
 from ._core import _backoff
+from ._core._window import BucketWindow
 from ._errors import ConfigError, RejectedError
 
 
@@ -473,10 +474,10 @@ class RetryPolicy:
         return lambda: object.__setattr__(self, "rng", own)
 
 
-# Slices per ttl in the budget's ring. More slices age calls out more
+# Buckets per ttl in the budget's window. More buckets age calls out more
 # smoothly (a call counts for between ttl * (1 - 1/_SLICES) and ttl seconds)
 # at the cost of a longer roll-over after an idle period. Ten keeps the
-# window within 10 % of ttl for the price of two 10-item lists.
+# window within 10 % of ttl for the price of twenty integers.
 _SLICES: Final = 10
 
 # Absorbs float rounding in ratio * calls (0.57 * 100 == 56.99999999999999):
@@ -545,20 +546,15 @@ class RetryBudget(Component):
     """
 
     __slots__ = (
-        "_calls",
-        "_epoch",
         "_lock",
         "_min_per_second",
         "_ratio",
         "_reserve",
-        "_retries",
         "_total_calls",
         "_total_denied",
         "_total_retries",
         "_ttl",
-        "_width",
-        "_window_calls",
-        "_window_retries",
+        "_window",
     )
 
     def __init__(
@@ -581,13 +577,9 @@ class RetryBudget(Component):
             raise ConfigError(
                 "min_per_second", "min_per_second * ttl must be finite"
             )
-        self._width = self._ttl / _SLICES
         self._lock = threading.Lock()
-        self._calls = [0] * _SLICES
-        self._retries = [0] * _SLICES
-        self._window_calls = 0
-        self._window_retries = 0
-        self._epoch: int | None = None
+        # Two counters: [calls, retries].
+        self._window = BucketWindow(self._ttl, _SLICES, 2)
         self._total_calls = 0
         self._total_retries = 0
         self._total_denied = 0
@@ -637,8 +629,7 @@ class RetryBudget(Component):
         """
         now = self._clock.now()
         with self._lock:
-            self._roll(now)
-            calls, retries = self._window_calls, self._window_retries
+            calls, retries = self._window.sums(now)
             return RetryBudgetStatistics(
                 calls=calls,
                 retries=retries,
@@ -652,23 +643,42 @@ class RetryBudget(Component):
 
     def _deposit(self, now: float) -> None:
         """Count one logical call at ``now``."""
-        with self._lock:
-            i = self._roll(now)
-            self._calls[i] += 1
-            self._window_calls += 1
+        # acquire/release rather than ``with``: half the cost of the lock
+        # on the hot path (every call deposits).
+        lock = self._lock
+        lock.acquire()
+        try:
+            self._window.bucket(now)[0] += 1
             self._total_calls += 1
+        finally:
+            lock.release()
 
     def _withdraw(self, now: float) -> bool:
         """Spend one retry at ``now``; ``False`` (nothing spent) if denied."""
-        with self._lock:
-            i = self._roll(now)
-            if self._window_retries + 1 > self._allowance(self._window_calls):
+        lock = self._lock
+        lock.acquire()
+        try:
+            window = self._window
+            newest = window.bucket(now)
+            past = window.past
+            if past[1] + newest[1] + 1 > self._allowance(past[0] + newest[0]):
                 self._total_denied += 1
                 return False
-            self._retries[i] += 1
-            self._window_retries += 1
+            newest[1] += 1
             self._total_retries += 1
             return True
+        finally:
+            lock.release()
+
+    @property
+    def _window_calls(self) -> int:
+        """Calls in the window as of the last record (time not moved)."""
+        return next(self._window.latest())
+
+    @property
+    def _window_retries(self) -> int:
+        """Retries in the window as of the last record (time not moved)."""
+        return list(self._window.latest())[1]
 
     # -- helpers (call with the lock held) -----------------------------------
 
@@ -676,26 +686,3 @@ class RetryBudget(Component):
         """Retries the window allows for ``calls``, rounding slack included."""
         allowed = self._ratio * calls + self._reserve
         return allowed + _EPSILON * max(1.0, allowed)
-
-    def _roll(self, now: float) -> int:
-        """Age out slices older than the window; the slot for ``now``."""
-        epoch = math.floor(now / self._width)
-        current = self._epoch
-        if current is None or epoch - current >= _SLICES:
-            # First use, or idle for a whole window: everything aged out.
-            for i in range(_SLICES):
-                self._calls[i] = self._retries[i] = 0
-            self._window_calls = self._window_retries = 0
-            self._epoch = epoch
-        elif epoch > current:
-            for e in range(current + 1, epoch + 1):
-                i = e % _SLICES
-                self._window_calls -= self._calls[i]
-                self._window_retries -= self._retries[i]
-                self._calls[i] = self._retries[i] = 0
-            self._epoch = epoch
-        else:
-            # ``now`` read before another thread took the lock with a later
-            # one: count it in the current slice rather than in the past.
-            epoch = current
-        return epoch % _SLICES

@@ -12,13 +12,12 @@ Both windows cost O(1) per record and per query, whatever their size:
 - `CountWindow` keeps the last ``size`` outcomes in a ring buffer of one byte
   each and running totals; recording overwrites the oldest outcome and
   subtracts it from the totals.
-- `TimeWindow` keeps ``buckets`` time buckets of ``duration / buckets``
-  seconds each, plus running totals. Time is cut into buckets by
-  ``floor(now / width)``; a bucket is dropped, as a whole, once it is
-  ``buckets`` buckets old. So an outcome stays in the window for between
-  ``duration * (1 - 1/buckets)`` and ``duration`` seconds: exact to one
-  bucket, with memory that does not grow with traffic. Moving time forward
-  clears at most ``buckets`` buckets, however far it moved.
+- `TimeWindow` is a `BucketWindow` (``_window.py``, shared with the retry
+  budget) of three counters: ``buckets`` time buckets of
+  ``duration / buckets`` seconds each, plus running totals, so an outcome
+  stays in the window for between ``duration * (1 - 1/buckets)`` and
+  ``duration`` seconds: exact to one bucket, with memory that does not grow
+  with traffic.
 
 Nothing here reads a clock: `TimeWindow` takes ``now``.
 
@@ -32,6 +31,8 @@ from __future__ import annotations
 
 import math
 from typing import Protocol
+
+from ._window import BucketWindow
 
 
 __all__ = ["TIME_BUCKETS", "CountWindow", "HealthWindow", "TimeWindow"]
@@ -111,84 +112,29 @@ class CountWindow:
         self._pos = self._calls = self._failures = self._slow = 0
 
 
-class TimeWindow:
+class TimeWindow(BucketWindow):
     """The outcomes of the last ``duration`` seconds, in time buckets."""
 
-    __slots__ = (
-        "_bucket_calls",
-        "_bucket_failures",
-        "_bucket_slow",
-        "_calls",
-        "_failures",
-        "_head",
-        "_slow",
-        "aged",
-        "buckets",
-        "duration",
-        "width",
-    )
+    __slots__ = ()
 
     def __init__(self, duration: float, buckets: int = TIME_BUCKETS) -> None:
-        self.duration = duration
-        self.buckets = buckets
-        self.width = duration / buckets
-        self.aged = 0
-        self.clear()
-
-    def clear(self) -> None:
-        """Forget every outcome."""
-        n = self.buckets
-        self._bucket_calls = [0] * n
-        self._bucket_failures = [0] * n
-        self._bucket_slow = [0] * n
-        self._calls = self._failures = self._slow = 0
-        # The index of the newest bucket; older indexes are head - 1, ...
-        self._head: int | None = None
-
-    def bucket_of(self, now: float) -> int:
-        """Return the index of the bucket ``now`` falls in."""
-        return math.floor(now / self.width)
-
-    def _roll(self, now: float) -> int:
-        """Drop the buckets that are too old at ``now``; return its slot."""
-        index = self.bucket_of(now)
-        head = self._head
-        if head is None:
-            self._head = index
-        elif index > head:
-            # Buckets head+1 .. index are new; clear whatever they hold from
-            # `buckets` buckets ago. A jump longer than the window clears
-            # every bucket once, not once per skipped bucket.
-            n = self.buckets
-            for i in range(max(head + 1, index - n + 1), index + 1):
-                slot = i % n
-                if self._bucket_calls[slot]:
-                    self.aged += 1
-                self._calls -= self._bucket_calls[slot]
-                self._failures -= self._bucket_failures[slot]
-                self._slow -= self._bucket_slow[slot]
-                self._bucket_calls[slot] = 0
-                self._bucket_failures[slot] = 0
-                self._bucket_slow[slot] = 0
-            self._head = index
-        else:
-            # A clock that went backwards (it should not): count the outcome
-            # in the newest bucket rather than corrupt an older one.
-            index = head
-        return index % self.buckets
+        BucketWindow.__init__(self, duration, buckets, 3)
 
     def record(self, failed: bool, slow: bool, now: float) -> None:
         """Add one outcome at ``now``."""
-        slot = self._roll(now)
-        self._bucket_calls[slot] += 1
-        self._bucket_failures[slot] += failed
-        self._bucket_slow[slot] += slow
-        self._calls += 1
-        self._failures += failed
-        self._slow += slow
+        counts = self.bucket(now)
+        counts[0] += 1
+        counts[1] += failed
+        counts[2] += slow
 
     def totals(self, now: float) -> tuple[int, int, int]:
         """Return ``(calls, failures, slow_calls)`` at ``now``."""
-        if self._head is not None:
+        head = self._head
+        if head is None:
+            return 0, 0, 0
+        if math.floor(now / self.width) != head:
             self._roll(now)
-        return self._calls, self._failures, self._slow
+        # Read in place (no list built): the breaker judges after every
+        # failure.
+        past, newest = self.past, self._bucket
+        return past[0] + newest[0], past[1] + newest[1], past[2] + newest[2]

@@ -60,7 +60,6 @@ of the attempt spans instead.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -95,6 +94,7 @@ except ImportError:  # pragma: no cover - tracing is optional
 __all__ = [
     "DEFAULT_RETRY_METHODS",
     "DEFAULT_RETRY_STATUSES",
+    "MAX_RETRY_AFTER",
     "RETRYABLE_ERRORS",
     "AsyncResilientTransport",
     "ResilientTransport",
@@ -104,6 +104,7 @@ __all__ = [
     "http_retry_policy",
     "is_retryable",
     "is_upstream_failure",
+    "parse_retry_after",
     "retry_after_hint",
 ]
 
@@ -111,6 +112,15 @@ DEFAULT_RETRY_METHODS: Final = frozenset(
     {"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"}
 )
 DEFAULT_RETRY_STATUSES: Final = frozenset({429, 502, 503, 504})
+
+MAX_RETRY_AFTER: Final = float(2**31)
+"""The most seconds `parse_retry_after` returns (about 68 years).
+
+The value a cache must assume for a delta-seconds it cannot represent
+(RFC 9111 §1.2.2): it keeps absurd hints finite, never a real wait (the
+transports clamp hints to the policy's ``max_delay``)."""
+
+_MAX_DIGITS: Final = str(2**31)
 
 RETRYABLE_ERRORS: Final[tuple[type[httpx.TransportError], ...]] = (
     httpx.NetworkError,  # ConnectError, ReadError, WriteError, CloseError
@@ -171,31 +181,55 @@ class RetryableStatus(Exception):  # noqa: N818 - an outcome, not a bug
         )
 
 
-def parse_retry_after(value: str | None) -> float | None:
+def parse_retry_after(
+    value: str | None, *, now: datetime | None = None
+) -> float | None:
     """
-    Seconds to wait from a ``Retry-After`` header value.
+    Seconds to wait from a ``Retry-After`` header value (RFC 9110 §10.2.3).
+
+    The one parser of the header in stormwall: the transports and
+    ``stormwall demo`` both read it here.
 
     Args:
-        value: Delta-seconds (``"120"``) or an HTTP-date; ``None`` when the
+        value: The header's value: delay-seconds (``"120"``: ASCII digits
+            only) or an HTTP-date (``"Sun, 06 Nov 1994 08:49:37 GMT"``; the
+            obsolete RFC 850 and asctime forms too); ``None`` when the
             header is absent.
+        now: The wall-clock time an HTTP-date is measured from (default:
+            ``datetime.now(UTC)``); an HTTP-date is absolute wall-clock
+            time, so the executor's clock does not apply.
 
     Returns:
-        Seconds (0 for a date in the past), or ``None`` when absent or
-        unparseable.
+        Seconds, at most `MAX_RETRY_AFTER`: ``0.0`` for a date in the past,
+        ``None`` when the header is absent or invalid (a negative or
+        fractional number, a malformed date, anything else). Clamp it to
+        what you are willing to wait: the transports clamp it to the
+        policy's ``max_delay``.
+
+    .. versionadded:: 0.1.0
     """
     if value is None:
         return None
     value = value.strip()
     if value.isascii() and value.isdigit():
-        return float(int(value))
+        # Compare as text first: int() of thousands of digits raises, and
+        # float() of a huge int overflows.
+        digits = value.lstrip("0") or "0"
+        if len(digits) > len(_MAX_DIGITS) or (
+            len(digits) == len(_MAX_DIGITS) and digits > _MAX_DIGITS
+        ):
+            return MAX_RETRY_AFTER
+        return float(int(digits))
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
+        # asctime dates carry no zone, and "-0000" means "unknown": both
+        # are GMT in HTTP.
         when = when.replace(tzinfo=UTC)
-    seconds = (when - datetime.now(UTC)).total_seconds()
-    return max(0.0, seconds) if math.isfinite(seconds) else None
+    seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    return min(max(0.0, seconds), MAX_RETRY_AFTER)
 
 
 def is_retryable(error: BaseException) -> bool:
