@@ -108,11 +108,7 @@ class Bulkhead(Component):
     )
 
     # Only the counters: slots and queued callers hold no timestamps.
-    _timed_state: ClassVar[tuple[str, ...]] = (
-        "_acquired",
-        "_rejected",
-        "_released",
-    )
+    _timed_state: ClassVar[tuple[str, ...]] = ("_counts",)
 
     def __init__(
         self,
@@ -141,7 +137,18 @@ class Bulkhead(Component):
         self._sequence = 0
 
     def _fresh_state(self) -> None:
-        self._acquired = self._rejected = self._released = 0
+        self._counts = (0, 0, 0)
+
+    @property
+    def _counts(self) -> tuple[int, int, int]:
+        """The slot queue's counters: acquired, rejected, released."""
+        slots = self._slots
+        return slots.acquired, slots.rejected, slots.released
+
+    @_counts.setter
+    def _counts(self, counts: tuple[int, int, int]) -> None:
+        slots = self._slots
+        slots.acquired, slots.rejected, slots.released = counts
 
     @property
     def max_concurrent(self) -> int:

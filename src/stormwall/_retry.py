@@ -585,21 +585,14 @@ class RetryBudget(Component):
         self._total_denied = 0
 
     _timed_state: ClassVar[tuple[str, ...]] = (
-        "_calls",
-        "_retries",
-        "_window_calls",
-        "_window_retries",
-        "_epoch",
+        "_window",
         "_total_calls",
         "_total_retries",
         "_total_denied",
     )
 
     def _fresh_state(self) -> None:
-        self._calls = [0] * _SLICES
-        self._retries = [0] * _SLICES
-        self._window_calls = self._window_retries = 0
-        self._epoch = None
+        self._window = BucketWindow(self._ttl, _SLICES, 2)
         self._total_calls = self._total_retries = self._total_denied = 0
 
     @property
