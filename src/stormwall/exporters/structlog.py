@@ -121,16 +121,45 @@ def _check_logger(logger: object, levels: Mapping[str, int | None]) -> None:
 _QUALIFIED: Final[Any] = object()
 
 
+# structlog's level names and numbers (those of stdlib logging).
+_NAMED_LEVELS: Final = (
+    ("debug", 10),
+    ("info", 20),
+    ("warning", 30),
+    ("error", 40),
+    ("critical", 50),
+)
+
+
 def _effective_level(logger: object) -> int | None:
     """The level a concrete filtering logger lets through, if it says."""
     method = inspect.getattr_static(type(logger), "get_effective_level", None)
     if method is None:
-        return None
+        return _level_by_methods(type(logger))
     try:
         level = logger.get_effective_level()  # type: ignore[attr-defined]
     except Exception:  # noqa: BLE001 - a logger we cannot ask
         return None
     return level if isinstance(level, int) else None
+
+
+def _level_by_methods(cls: type) -> int | None:
+    """
+    The level of a filtering logger from before ``get_effective_level``.
+
+    structlog's ``make_filtering_bound_logger`` (up to 24.x) gives every
+    level below the filter one shared no-op method named ``_nop``: the
+    lowest level with a real method is the one it lets through.
+    """
+    if not cls.__name__.startswith("BoundLoggerFilteringAt"):
+        return None
+    for name, number in _NAMED_LEVELS:
+        method = inspect.getattr_static(cls, name, None)
+        if method is None:
+            return None
+        if getattr(method, "__name__", "") != "_nop":
+            return number
+    return _NAMED_LEVELS[-1][1] + 10  # all filtered
 
 
 class StructlogExporter:
