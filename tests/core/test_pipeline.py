@@ -13,8 +13,10 @@ exactly what a local one reports.
 from __future__ import annotations
 
 import ast
+import asyncio
 import inspect
 import re
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -229,3 +231,159 @@ class TestAwaitedBreaker:
         with pytest.raises(ConfigError, match="asyncio client") as info:
             ResilientExecutor("p", circuit_breaker=breaker)
         assert info.value.parameter == "circuit_breaker"
+
+
+class Boom(Exception):
+    """What the protected function raises."""
+
+
+class HookBug(Exception):
+    """What a user hook raises."""
+
+
+def _built(kind: str, listened: bool, stored: bool = False, **parts):
+    """An executor of ``kind``; listened: with a subscriber (a `Call` from
+    the start), else the quick way in; stored: its breaker's decisions
+    awaited, as behind an asyncio client (async only)."""
+    clock = MockClock()
+    bus = EventBus()
+    if listened:
+        bus.subscribe(lambda _: None)
+    breaker = parts.get("circuit_breaker")
+    if stored and breaker is not None:
+        breaker._async_only = True
+    cls = AsyncResilientExecutor if kind == "async" else ResilientExecutor
+    return cls("p", clock=clock, bus=bus, **parts)
+
+
+def _run(ex, fn):
+    """Run ``fn`` (a plain function) through ``ex``, whatever its kind."""
+    if isinstance(ex, AsyncResilientExecutor):
+
+        async def afn():
+            return fn()
+
+        return asyncio.run(ex.run("k", afn))
+    return ex.run("k", fn)
+
+
+def _boom():
+    raise Boom
+
+
+_PATHS = [
+    ("sync", False, False),
+    ("sync", True, False),
+    ("async", False, False),
+    ("async", True, False),
+    ("async", False, True),
+    ("async", True, True),
+]
+
+
+class TestAFirstAttemptThatFails:
+    """
+    What the function's failure leads to, whichever way the call came in.
+
+    A user hook that raises after the first attempt (a quick one when
+    nobody listens) surfaces its own exception, chained to the failure it
+    was judging: never an internal error about the quick way in.
+    """
+
+    @pytest.mark.parametrize("hook", ["retry_on", "retry_after", "record_on"])
+    @pytest.mark.parametrize(("kind", "listened", "stored"), _PATHS)
+    def test_a_raising_hook_surfaces_its_own_error(
+        self, hook, kind, listened, stored
+    ):
+        def bug(_):
+            raise HookBug
+
+        ex = _built(
+            kind,
+            listened,
+            stored,
+            circuit_breaker=CircuitBreaker(
+                record_on=bug if hook == "record_on" else (Exception,)
+            ),
+            retry_policy=RetryPolicy(
+                max_attempts=3,
+                retry_on=bug if hook == "retry_on" else (Exception,),
+                retry_after=bug if hook == "retry_after" else None,
+            ),
+        )
+        with pytest.raises(HookBug) as info:
+            _run(ex, _boom)
+        assert isinstance(info.value.__context__, Boom)
+        # Nothing held: the breaker still admits and is closed.
+        assert ex.circuit_breaker.statistics().half_open_in_flight == 0
+
+    @pytest.mark.parametrize(("kind", "listened", "stored"), _PATHS)
+    def test_a_raising_fallback_surfaces_its_own_error(
+        self, kind, listened, stored
+    ):
+        def fallback(error):
+            raise HookBug from error
+
+        ex = _built(
+            kind,
+            listened,
+            stored,
+            circuit_breaker=CircuitBreaker(),
+            fallback=fallback,
+        )
+        with pytest.raises(HookBug) as info:
+            _run(ex, _boom)
+        assert isinstance(info.value.__cause__, Boom)
+
+    @pytest.mark.parametrize(("kind", "listened", "stored"), _PATHS)
+    def test_an_interrupt_in_a_hook_escapes_as_it_is(
+        self, kind, listened, stored
+    ):
+        def interrupted(_):
+            raise KeyboardInterrupt
+
+        ex = _built(
+            kind,
+            listened,
+            stored,
+            circuit_breaker=CircuitBreaker(),
+            retry_policy=RetryPolicy(max_attempts=3, retry_on=interrupted),
+        )
+        with pytest.raises(KeyboardInterrupt):
+            _run(ex, _boom)
+
+    @pytest.mark.parametrize(("kind", "listened", "stored"), _PATHS)
+    def test_hooks_run_after_the_failure_was_handled(
+        self, kind, listened, stored
+    ):
+        """retry_on, retry_after and the fallback judge the failure they
+        are given, as tenacity's hooks do: not from inside its ``except``
+        (``sys.exc_info()`` is empty there), on every path alike."""
+        seen = []
+
+        def note(name, answer):
+            def hook(_):
+                seen.append((name, sys.exc_info()[1]))
+                return answer
+
+            return hook
+
+        ex = _built(
+            kind,
+            listened,
+            stored,
+            circuit_breaker=CircuitBreaker(),
+            retry_policy=RetryPolicy(
+                max_attempts=2,
+                base_delay=0,
+                retry_on=note("retry_on", True),
+                retry_after=note("retry_after", None),
+            ),
+            fallback=note("fallback", "fallback"),
+        )
+        assert _run(ex, _boom) == "fallback"
+        assert seen == [
+            ("retry_on", None),
+            ("retry_after", None),
+            ("fallback", None),  # after the second (last) attempt
+        ]
