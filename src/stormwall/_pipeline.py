@@ -65,6 +65,7 @@ if TYPE_CHECKING:
     from ._core._breaker import BreakerRecord
     from ._executor import ExecutorBase
     from ._limiters import Limiter
+    from ._tally import Tally
 
 
 class Step:
@@ -496,9 +497,13 @@ class Pipeline:
         started: float,
         previous: float | None,
         ctx: CallContext | None,
+        tally: Tally | None,
     ) -> float | None:
         """
         Schedule a wanted retry: back-off, deadline, budget.
+
+        ``tally`` is the call's (counting on or off when the call began),
+        so a call is counted whole or not at all.
 
         Returns:
             The back-off delay, or ``None`` to give up with this failure.
@@ -513,7 +518,6 @@ class Pipeline:
         if deadline is not None and now + delay >= started + deadline:
             return None
         budget = self.budget
-        tally = self.bus._tally  # pull metrics (see _tally.py)
         if budget is not None and not budget._withdraw(now):
             if tally is not None:
                 tally.budget_exhausted(self.name)
@@ -875,6 +879,7 @@ class Call:
                 self.started,
                 self.previous,
                 self.ctx,
+                self.tally,
             )
         except Exception as exc:  # noqa: BLE001 - re-raised, chained
             return self._hook_raised(exc)
