@@ -16,6 +16,7 @@ import ast
 import asyncio
 import inspect
 import re
+import socket
 import sys
 from collections import Counter
 from pathlib import Path
@@ -27,10 +28,12 @@ from stormwall import (
     Bulkhead,
     CircuitBreaker,
     CircuitOpenError,
+    CompositeLimiter,
     ConfigError,
     EventBus,
     ResilientExecutor,
     RetryPolicy,
+    SlidingWindow,
     TokenBucket,
     _async,
     _sync,
@@ -157,6 +160,54 @@ class TestSteps:
             assert entered.__class__ is int
         else:
             assert isinstance(entered, Call)
+
+    def test_a_composite_limiter_takes_the_full_path(self):
+        """A limiter that grants nothing at once (a composite, a Redis
+        backend) sends every call through a `Call`."""
+        ex = _executor(
+            limiter=CompositeLimiter(
+                TokenBucket(10, 10, name="a"), SlidingWindow(10, 1, name="b")
+            ),
+            circuit_breaker=CircuitBreaker(),
+        )
+        assert isinstance(ex._pipeline.enter("k"), Call)
+        assert ex.run("k", lambda: 1) == 1
+        assert ex.limiter.statistics().allowed == 1
+
+    def test_a_redis_limiter_takes_the_full_path_without_a_round_trip(self):
+        redis = pytest.importorskip("redis")
+        from stormwall.backends.redis import RedisTokenBucket
+
+        with socket.socket() as s:  # a loopback port nobody listens on
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        client = redis.Redis(port=port)
+        try:
+            limiter = RedisTokenBucket(
+                client, 10, 10, on_backend_error="fail_open"
+            )
+            ex = _executor(limiter=limiter, circuit_breaker=CircuitBreaker())
+            assert isinstance(ex._pipeline.enter("k"), Call)
+            assert limiter.statistics().backend_errors == 0  # no I/O yet
+        finally:
+            client.close()
+
+    def test_the_quick_way_in_reads_the_generation_then_the_state(self):
+        """As `CircuitBreaker._admit` does: a transition writes the state
+        before it bumps the generation, so a closed state read second
+        makes the permit current or stale, never wrongly admitting."""
+        ex = _executor(circuit_breaker=CircuitBreaker())
+        pipe = ex._pipeline
+        reads = []
+
+        class Spy:
+            def __getattr__(self, name):
+                reads.append(name)
+                return getattr(ex.circuit_breaker._record, name)
+
+        pipe.record = Spy()
+        assert pipe.enter("k").__class__ is int
+        assert reads == ["generation", "state"]
 
     def test_a_quick_attempt_that_fails_is_retried_through_a_call(self):
         ex = _executor(retry_policy=RetryPolicy(max_attempts=3, base_delay=0))
