@@ -65,6 +65,7 @@ if TYPE_CHECKING:
     from ._core._breaker import BreakerRecord
     from ._executor import ExecutorBase
     from ._limiters import Limiter
+    from ._tally import Tally
 
 
 class Step:
@@ -334,8 +335,8 @@ class Pipeline:
         a permit to spare, no bulkhead, nothing to date or time): its first
         attempt needs no state beyond the breaker's permit (an int; 0
         without a breaker), which the driver hands to `settle` after a
-        success, or to `resume` with what the
-        attempt raised. Everything else goes through a `Call`.
+        success, or to `resume` after a failure (then the error to the
+        `Call` it returns). Everything else goes through a `Call`.
         """
         if (
             self.quick
@@ -354,11 +355,15 @@ class Pipeline:
                 return permit
         return self.call(key)
 
-    def resume(
-        self, key: str, permit: int, error: BaseException
-    ) -> tuple[Call, Step | Wait]:
-        """A quick first attempt raised ``error``: the call from there."""
-        call = Call.__new__(self.call.func)  # type: ignore[attr-defined]
+    def resume(self, key: str, permit: int) -> Call:
+        """
+        A quick first attempt failed: the call, as if it had run through it.
+
+        The driver then hands it the error (`Call.failed`), so whatever
+        the error leads to (a raising hook, an interrupt) finds a `Call`
+        to close.
+        """
+        call: Call = Call.__new__(self.call.func)  # type: ignore[attr-defined]
         call.pipe = self
         call.key = key
         call.ctx = None
@@ -370,7 +375,7 @@ class Pipeline:
         call.t0 = 0.0
         call.tally = None
         call.timed = False
-        return call, call.failed(error)
+        return call
 
     # -- events ---------------------------------------------------------------
 
@@ -492,9 +497,13 @@ class Pipeline:
         started: float,
         previous: float | None,
         ctx: CallContext | None,
+        tally: Tally | None,
     ) -> float | None:
         """
         Schedule a wanted retry: back-off, deadline, budget.
+
+        ``tally`` is the call's (counting on or off when the call began),
+        so a call is counted whole or not at all.
 
         Returns:
             The back-off delay, or ``None`` to give up with this failure.
@@ -509,7 +518,6 @@ class Pipeline:
         if deadline is not None and now + delay >= started + deadline:
             return None
         budget = self.budget
-        tally = self.bus._tally  # pull metrics (see _tally.py)
         if budget is not None and not budget._withdraw(now):
             if tally is not None:
                 tally.budget_exhausted(self.name)
@@ -806,7 +814,11 @@ class Call:
     ) -> Step | Wait:
         breaker = self.pipe.breaker
         if breaker is not None:
-            breaker._on_failure(self.permit, error, duration, self.ctx)
+            try:
+                breaker._on_failure(self.permit, error, duration, self.ctx)
+            except Exception as exc:  # noqa: BLE001 - re-raised, chained
+                # Its classifier (record_on, ignore_on) raised.
+                return self._hook_raised(exc)
         return self._decide()
 
     def _release(self, then: Callable[[], Step | Wait]) -> Step | Wait:
@@ -867,6 +879,7 @@ class Call:
                 self.started,
                 self.previous,
                 self.ctx,
+                self.tally,
             )
         except Exception as exc:  # noqa: BLE001 - re-raised, chained
             return self._hook_raised(exc)
@@ -878,8 +891,9 @@ class Call:
         )
 
     def _hook_raised(self, exc: Exception) -> Step:
-        # A user hook (retry_on, retry_after) raised: surface its bug, with
-        # the failure it was judging as context.
+        # A user hook (retry_on, retry_after, the breaker's record_on or
+        # ignore_on) raised: surface its bug, with the failure it was
+        # judging as context.
         chain(exc, self.error, context=True)
         raise exc
 
@@ -1045,8 +1059,14 @@ class StoredCall(Call):
             breaker._on_failure_async,
             (self.permit, error, duration, self.ctx),
             self._decide,
-            _reraise,
+            self._record_raised,
         )
+
+    def _record_raised(self, exc: BaseException) -> Step:
+        """Recording the failure raised: a classifier's bug, chained."""
+        if isinstance(exc, Exception):
+            return self._hook_raised(exc)
+        raise exc
 
     def _release(self, then: Callable[[], Step | Wait]) -> Step | Wait:
         breaker = self.pipe.breaker

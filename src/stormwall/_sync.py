@@ -122,16 +122,19 @@ class ResilientExecutor(ExecutorBase):
                         if type(result) not in plain and awaitable(result):
                             raise AwaitableError(fn, result)  # noqa: TRY301
                     except BaseException as exc:  # noqa: BLE001 - see the step
-                        if quick:
-                            quick = False
-                            call, step = pipe.resume(key, entered, exc)  # type: ignore[arg-type]
-                        else:
-                            step = call.failed(exc)
+                        failure = exc
                     else:
                         if quick:
                             pipe.settle(entered, 0.0, None)
                             return result
                         step = call.succeeded(result)
+                        continue
+                    # Judged once the handler is left: no hook runs while
+                    # the function's exception is being handled.
+                    if quick:
+                        quick = False
+                        call = pipe.resume(key, entered)  # type: ignore[arg-type]
+                    step = call.failed(failure)
                 elif step is RETURN:
                     return call.value  # type: ignore[no-any-return]
                 elif step is RAISE:

@@ -13,8 +13,11 @@ exactly what a local one reports.
 from __future__ import annotations
 
 import ast
+import asyncio
 import inspect
 import re
+import socket
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -25,10 +28,12 @@ from stormwall import (
     Bulkhead,
     CircuitBreaker,
     CircuitOpenError,
+    CompositeLimiter,
     ConfigError,
     EventBus,
     ResilientExecutor,
     RetryPolicy,
+    SlidingWindow,
     TokenBucket,
     _async,
     _sync,
@@ -156,6 +161,54 @@ class TestSteps:
         else:
             assert isinstance(entered, Call)
 
+    def test_a_composite_limiter_takes_the_full_path(self):
+        """A limiter that grants nothing at once (a composite, a Redis
+        backend) sends every call through a `Call`."""
+        ex = _executor(
+            limiter=CompositeLimiter(
+                TokenBucket(10, 10, name="a"), SlidingWindow(10, 1, name="b")
+            ),
+            circuit_breaker=CircuitBreaker(),
+        )
+        assert isinstance(ex._pipeline.enter("k"), Call)
+        assert ex.run("k", lambda: 1) == 1
+        assert ex.limiter.statistics().allowed == 1
+
+    def test_a_redis_limiter_takes_the_full_path_without_a_round_trip(self):
+        redis = pytest.importorskip("redis")
+        from stormwall.backends.redis import RedisTokenBucket
+
+        with socket.socket() as s:  # a loopback port nobody listens on
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        client = redis.Redis(port=port)
+        try:
+            limiter = RedisTokenBucket(
+                client, 10, 10, on_backend_error="fail_open"
+            )
+            ex = _executor(limiter=limiter, circuit_breaker=CircuitBreaker())
+            assert isinstance(ex._pipeline.enter("k"), Call)
+            assert limiter.statistics().backend_errors == 0  # no I/O yet
+        finally:
+            client.close()
+
+    def test_the_quick_way_in_reads_the_generation_then_the_state(self):
+        """As `CircuitBreaker._admit` does: a transition writes the state
+        before it bumps the generation, so a closed state read second
+        makes the permit current or stale, never wrongly admitting."""
+        ex = _executor(circuit_breaker=CircuitBreaker())
+        pipe = ex._pipeline
+        reads = []
+
+        class Spy:
+            def __getattr__(self, name):
+                reads.append(name)
+                return getattr(ex.circuit_breaker._record, name)
+
+        pipe.record = Spy()
+        assert pipe.enter("k").__class__ is int
+        assert reads == ["generation", "state"]
+
     def test_a_quick_attempt_that_fails_is_retried_through_a_call(self):
         ex = _executor(retry_policy=RetryPolicy(max_attempts=3, base_delay=0))
         calls = []
@@ -229,3 +282,159 @@ class TestAwaitedBreaker:
         with pytest.raises(ConfigError, match="asyncio client") as info:
             ResilientExecutor("p", circuit_breaker=breaker)
         assert info.value.parameter == "circuit_breaker"
+
+
+class Boom(Exception):
+    """What the protected function raises."""
+
+
+class HookBug(Exception):
+    """What a user hook raises."""
+
+
+def _built(kind: str, listened: bool, stored: bool = False, **parts):
+    """An executor of ``kind``; listened: with a subscriber (a `Call` from
+    the start), else the quick way in; stored: its breaker's decisions
+    awaited, as behind an asyncio client (async only)."""
+    clock = MockClock()
+    bus = EventBus()
+    if listened:
+        bus.subscribe(lambda _: None)
+    breaker = parts.get("circuit_breaker")
+    if stored and breaker is not None:
+        breaker._async_only = True
+    cls = AsyncResilientExecutor if kind == "async" else ResilientExecutor
+    return cls("p", clock=clock, bus=bus, **parts)
+
+
+def _run(ex, fn):
+    """Run ``fn`` (a plain function) through ``ex``, whatever its kind."""
+    if isinstance(ex, AsyncResilientExecutor):
+
+        async def afn():
+            return fn()
+
+        return asyncio.run(ex.run("k", afn))
+    return ex.run("k", fn)
+
+
+def _boom():
+    raise Boom
+
+
+_PATHS = [
+    ("sync", False, False),
+    ("sync", True, False),
+    ("async", False, False),
+    ("async", True, False),
+    ("async", False, True),
+    ("async", True, True),
+]
+
+
+class TestAFirstAttemptThatFails:
+    """
+    What the function's failure leads to, whichever way the call came in.
+
+    A user hook that raises after the first attempt (a quick one when
+    nobody listens) surfaces its own exception, chained to the failure it
+    was judging: never an internal error about the quick way in.
+    """
+
+    @pytest.mark.parametrize("hook", ["retry_on", "retry_after", "record_on"])
+    @pytest.mark.parametrize(("kind", "listened", "stored"), _PATHS)
+    def test_a_raising_hook_surfaces_its_own_error(
+        self, hook, kind, listened, stored
+    ):
+        def bug(_):
+            raise HookBug
+
+        ex = _built(
+            kind,
+            listened,
+            stored,
+            circuit_breaker=CircuitBreaker(
+                record_on=bug if hook == "record_on" else (Exception,)
+            ),
+            retry_policy=RetryPolicy(
+                max_attempts=3,
+                retry_on=bug if hook == "retry_on" else (Exception,),
+                retry_after=bug if hook == "retry_after" else None,
+            ),
+        )
+        with pytest.raises(HookBug) as info:
+            _run(ex, _boom)
+        assert isinstance(info.value.__context__, Boom)
+        # Nothing held: the breaker still admits and is closed.
+        assert ex.circuit_breaker.statistics().half_open_in_flight == 0
+
+    @pytest.mark.parametrize(("kind", "listened", "stored"), _PATHS)
+    def test_a_raising_fallback_surfaces_its_own_error(
+        self, kind, listened, stored
+    ):
+        def fallback(error):
+            raise HookBug from error
+
+        ex = _built(
+            kind,
+            listened,
+            stored,
+            circuit_breaker=CircuitBreaker(),
+            fallback=fallback,
+        )
+        with pytest.raises(HookBug) as info:
+            _run(ex, _boom)
+        assert isinstance(info.value.__cause__, Boom)
+
+    @pytest.mark.parametrize(("kind", "listened", "stored"), _PATHS)
+    def test_an_interrupt_in_a_hook_escapes_as_it_is(
+        self, kind, listened, stored
+    ):
+        def interrupted(_):
+            raise KeyboardInterrupt
+
+        ex = _built(
+            kind,
+            listened,
+            stored,
+            circuit_breaker=CircuitBreaker(),
+            retry_policy=RetryPolicy(max_attempts=3, retry_on=interrupted),
+        )
+        with pytest.raises(KeyboardInterrupt):
+            _run(ex, _boom)
+
+    @pytest.mark.parametrize(("kind", "listened", "stored"), _PATHS)
+    def test_hooks_run_after_the_failure_was_handled(
+        self, kind, listened, stored
+    ):
+        """retry_on, retry_after and the fallback judge the failure they
+        are given, as tenacity's hooks do: not from inside its ``except``
+        (``sys.exc_info()`` is empty there), on every path alike."""
+        seen = []
+
+        def note(name, answer):
+            def hook(_):
+                seen.append((name, sys.exc_info()[1]))
+                return answer
+
+            return hook
+
+        ex = _built(
+            kind,
+            listened,
+            stored,
+            circuit_breaker=CircuitBreaker(),
+            retry_policy=RetryPolicy(
+                max_attempts=2,
+                base_delay=0,
+                retry_on=note("retry_on", True),
+                retry_after=note("retry_after", None),
+            ),
+            fallback=note("fallback", "fallback"),
+        )
+        assert _run(ex, _boom) == "fallback"
+        assert seen == [
+            ("retry_on", None),
+            ("retry_after", None),
+            ("fallback", None),  # after the second (last) attempt
+        ]

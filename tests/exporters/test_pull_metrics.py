@@ -373,6 +373,51 @@ class TestCounting:
         assert 1 == sum(calls[("svc", "success")][: len(tally.BUCKETS) + 1])
         assert None is bus._tally
 
+    @pytest.mark.parametrize("listened", [False, True])
+    @pytest.mark.parametrize("switch", ["on", "off"])
+    def test_a_running_call_is_counted_whole_or_not_at_all(
+        self, listened, switch
+    ):
+        """Counting switched on (or off) while a call runs: its retries
+        follow its call and attempts, like a trace attached mid-call,
+        which traces the next call: never a retry without its call."""
+        bus = EventBus()
+        if listened:
+            bus.subscribe(lambda event: None)
+        sub = tally.attach(bus) if switch == "off" else None
+        ex = ResilientExecutor(
+            "svc",
+            retry_policy=RetryPolicy(
+                max_attempts=3,
+                base_delay=0,
+                budget=RetryBudget(ratio=0.01, min_per_second=0.1, ttl=10.0),
+            ),
+            bus=bus,
+            clock=MockClock(),
+        )
+        calls = []
+
+        def switch_then_fail():
+            calls.append(1)
+            if len(calls) == 1:
+                nonlocal sub
+                if sub is None:
+                    sub = tally.attach(bus)
+                else:
+                    sub.close()
+            raise Boom
+
+        with pytest.raises(Boom):
+            ex.run("k", switch_then_fail)  # a retry, then one denied
+        assert len(calls) == 2
+        counts = tally.read(bus).tally
+        counted = ("svc", "failure") in counts.calls
+        assert counted is (switch == "off")
+        assert (("svc", "Boom") in counts.retries) is counted
+        assert ("svc" in counts.exhausted) is counted
+        if sub is not None:
+            sub.close()
+
     def test_no_subscriber_means_no_call_context(self):
         """A pull exporter does not make executors build call contexts:
         the bus still has no (loud) subscriber."""
