@@ -50,6 +50,7 @@ from ._events import (
     CallStarted,
     ExecutorObserved,
     FallbackUsed,
+    LimiterAllowed,
     RetryBudgetExhausted,
     RetryScheduled,
     builder,
@@ -208,6 +209,59 @@ _attempt_ended = builder(AttemptEnded)
 _call_ended = builder(CallEnded)
 
 
+# The outcomes the pipeline reports (`_outcome`, `failure_outcome`).
+ATTEMPT_OUTCOMES: Final = ("success", "failure", "timeout", "cancelled")
+CALL_OUTCOMES: Final = (
+    "success",
+    "failure",
+    "rejected",
+    "fallback",
+    "cancelled",
+)
+
+
+class Wanted:
+    """
+    What the subscribers of an executor's bus take, at one ``version``.
+
+    Read once per call instead of asking the bus per event; rebuilt by
+    `Pipeline.refresh` when the subscriptions change (``bus._version``).
+    ``hushed``: somebody listens, but to nothing a plain success reports
+    (CallStarted, AttemptStarted, LimiterAllowed, a successful AttemptEnded
+    or CallEnded): such a call may take the quick way in (`Pipeline.enter`).
+    """
+
+    __slots__ = (
+        "attempt_ended",
+        "attempt_started",
+        "call_ended",
+        "call_started",
+        "hushed",
+        "version",
+    )
+
+    def __init__(self, bus: EventBus) -> None:
+        # The version first: a change landing while this is built makes the
+        # next call build it again.
+        self.version = bus._version
+        self.call_started = bus.wants(CallStarted)
+        self.attempt_started = bus.wants(AttemptStarted)
+        #: The outcomes somebody takes.
+        self.attempt_ended = frozenset(
+            o for o in ATTEMPT_OUTCOMES if bus.wants_outcome(AttemptEnded, o)
+        )
+        self.call_ended = frozenset(
+            o for o in CALL_OUTCOMES if bus.wants_outcome(CallEnded, o)
+        )
+        self.hushed = bool(bus._subs) and not (
+            self.call_started
+            or self.attempt_started
+            or "success" in self.attempt_ended
+            or "success" in self.call_ended
+            or bus.wants(LimiterAllowed)
+        )
+
+
 class Pipeline:
     """
     One executor's pipeline: its parts, and what a call needs to know.
@@ -247,6 +301,7 @@ class Pipeline:
         "sleep",
         "sleep_async",
         "timed",
+        "wanted",
     )
 
     def __init__(self, executor: ExecutorBase, *, awaits: bool) -> None:
@@ -319,6 +374,7 @@ class Pipeline:
             _nothing if breaker is None else breaker._on_success
         )
         self.observed_generation = -1
+        self.wanted = Wanted(self.bus)
         call_type = (
             StoredCall if breaker is not None and breaker._async_only else Call
         )
@@ -335,15 +391,21 @@ class Pipeline:
         attempt needs no state beyond the breaker's permit (an int; 0
         without a breaker), which the driver hands to `settle` after a
         success, or to `resume` with what the
-        attempt raised. Everything else goes through a `Call`.
+        attempt raised. When somebody listens, but to nothing such a call
+        reports if it succeeds (`Wanted.hushed`: a log exporter that drops
+        successes), the same call starts as a `HushedCall`, which builds
+        its context and events only if its first attempt fails.
+        Everything else goes through a `Call`.
         """
+        bus = self.bus
         if (
             self.quick
             and key.__class__ is str
-            and not self.bus._subs
-            and self.bus._tally is None
+            and bus._tally is None
             and not (self.others and _listened(self.others))
         ):
+            if bus._subs:
+                return self.enter_hushed(key)
             rec, limiter = self.record, self.limiter
             # The generation first: a transition writes the state before
             # bumping it (see `CircuitBreaker._admit`).
@@ -353,6 +415,30 @@ class Pipeline:
             ):
                 return permit
         return self.call(key)
+
+    def enter_hushed(self, key: str) -> Call:
+        """`enter` when somebody listens: a `HushedCall` if it may be."""
+        bus = self.bus
+        wanted = self.wanted
+        if wanted.version != bus._version:
+            wanted = self.refresh()
+        # A new subscriber first hears what the executor is made of, from
+        # a call that goes through `open`.
+        if wanted.hushed and bus.generation == self.observed_generation:
+            rec, limiter = self.record, self.limiter
+            # Its attempt is timed: a failure reports how long it ran.
+            started = self.now()
+            permit = 0 if rec is None else rec.generation
+            if (rec is None or rec.state is CLOSED) and (
+                limiter is None or limiter._take(key, None, None)
+            ):
+                return HushedCall(self, key, permit, started)
+        return self.call(key)
+
+    def refresh(self) -> Wanted:
+        """What the bus's subscribers take now (see `Wanted`)."""
+        wanted = self.wanted = Wanted(self.bus)
+        return wanted
 
     def resume(
         self, key: str, permit: int, error: BaseException
@@ -374,9 +460,11 @@ class Pipeline:
 
     # -- events ---------------------------------------------------------------
 
-    def open(self, key: str) -> CallContext | None:
+    def open(self, key: str, now: float) -> CallContext | None:
         """
         Start a call's telemetry: a context when anybody listens, else None.
+
+        ``now``: when the call started (CallStarted's time).
         """
         if type(key) is not str:
             _validate.key(key)
@@ -391,10 +479,13 @@ class Pipeline:
             if bus.generation != self.observed_generation:
                 self.observed_generation = bus.generation
                 self.announce(ctx)
-            if bus.wants(CallStarted):
+            wanted = self.wanted
+            if wanted.version != bus._version:
+                wanted = self.refresh()
+            if wanted.call_started:
                 bus.emit(
                     _call_started(
-                        time=self.now(),
+                        time=now,
                         executor=self.name,
                         key=key,
                         call_id=ctx.call_id,
@@ -425,7 +516,7 @@ class Pipeline:
     ) -> None:
         ctx.attempt = attempt
         ctx.attempt_at = now
-        if self.bus.wants(AttemptStarted):
+        if self.wanted.attempt_started:
             self.bus.emit(
                 _attempt_started(
                     time=now,
@@ -444,7 +535,7 @@ class Pipeline:
         error: BaseException | None,
     ) -> None:
         ctx.attempt_at = None
-        if self.bus.wants(AttemptEnded):
+        if outcome in self.wanted.attempt_ended:
             self.bus.emit(
                 _attempt_ended(
                     time=self.now(),
@@ -467,7 +558,7 @@ class Pipeline:
         error: BaseException | None,
     ) -> None:
         ctx.ended = True
-        if self.bus.wants(CallEnded):
+        if outcome in self.wanted.call_ended:
             now = self.now()
             self.bus.emit(
                 _call_ended(
@@ -580,25 +671,23 @@ class Call:
     def __init__(self, pipe: Pipeline, key: str) -> None:
         # A context (and CallStarted) only when somebody listens, or to
         # refuse a key that is not a str.
-        ctx = None
+        opened = False
         for bus in pipe.buses:
             if bus._subs or key.__class__ is not str:
-                ctx = pipe.open(key)
+                opened = True
                 break
         self.pipe = pipe
         self.key = key
-        self.ctx = ctx
         # Pull metrics (`_tally.py`): None unless a pull exporter counts on
         # this bus; it needs the times too.
         tally = self.tally = pipe.bus._tally
         # The clock is read only for what uses the time: events, counts, a
         # budget, a deadline (`dated`), a breaker's slow-call rule (`timed`).
-        self.timed = ctx is not None or pipe.timed or tally is not None
         started = (
-            pipe.now()
-            if ctx is not None or pipe.dated or tally is not None
-            else 0.0
+            pipe.now() if opened or pipe.dated or tally is not None else 0.0
         )
+        ctx = self.ctx = pipe.open(key, started) if opened else None
+        self.timed = ctx is not None or pipe.timed or tally is not None
         self.started = started
         if pipe.budget is not None:
             pipe.budget._deposit(started)
@@ -997,6 +1086,59 @@ class Call:
                 self.started,
                 error,
             )
+
+
+class HushedCall(Call):
+    """
+    A call whose first attempt nobody hears unless it fails.
+
+    `Pipeline.enter` admitted it (a closed breaker, a permit at once) and
+    read its start; it holds just that. A success settles the breaker and
+    reports nothing (nobody takes anything of a plain success: `Wanted`).
+    A failure makes it the `Call` it would have been: it builds the context
+    then (CallStarted, were it wanted now, dated at the start), and goes on
+    as one, reporting the failed attempt and what follows.
+    """
+
+    __slots__ = ()
+
+    def __init__(
+        self, pipe: Pipeline, key: str, permit: int, started: float
+    ) -> None:
+        self.pipe = pipe
+        self.key = key
+        self.permit = permit
+        self.started = started
+
+    def admit(self, _: object = None) -> Step | Wait:
+        """Admitted already, by `Pipeline.enter`."""
+        return INVOKE
+
+    def succeeded(self, result: Any) -> Step | Wait:
+        self.pipe.settle(self.permit, 0.0, None)
+        self.value = result
+        return RETURN
+
+    def failed(self, exc: BaseException) -> Step | Wait:
+        # The same slots: from here on, it is a plain `Call`.
+        self.__class__ = Call  # type: ignore[assignment]
+        pipe = self.pipe
+        started = self.started
+        self.attempt = 1
+        self.error = None
+        self.previous = None
+        self.receipt = None
+        self.tally = None
+        self.timed = True
+        self.t0 = started
+        ctx = self.ctx = pipe.open(self.key, started)
+        if ctx is not None:
+            ctx.attempt = 1
+            ctx.attempt_at = started
+        return self.failed(exc)
+
+    def abandon(self, error: BaseException) -> None:
+        """Nothing was reported, so nothing is left open."""
 
 
 class StoredCall(Call):

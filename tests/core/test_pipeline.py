@@ -13,6 +13,7 @@ exactly what a local one reports.
 from __future__ import annotations
 
 import ast
+import contextlib
 import inspect
 import re
 from collections import Counter
@@ -33,7 +34,21 @@ from stormwall import (
     _async,
     _sync,
 )
-from stormwall._pipeline import INVOKE, RETURN, Call, StoredCall, Wait
+from stormwall._pipeline import (
+    INVOKE,
+    RETURN,
+    Call,
+    HushedCall,
+    StoredCall,
+    Wait,
+)
+from stormwall.events import (
+    AttemptEnded,
+    BreakerStateChanged,
+    CallEnded,
+    CallStarted,
+    RetryScheduled,
+)
 from stormwall.testing import EventRecorder, MockClock
 
 
@@ -168,6 +183,120 @@ class TestSteps:
 
         assert ex.run("k", flaky) == "ok"
         assert len(calls) == 2
+
+
+# What a log exporter whose logger drops successes takes.
+FAILURES = {
+    AttemptEnded: {"failure", "timeout", "cancelled"},
+    CallEnded: {"failure", "rejected", "fallback", "cancelled"},
+}
+
+
+class TestHushed:
+    """Somebody listens, but to nothing a plain success reports."""
+
+    def _hushed(self, threshold=5):
+        ex = _executor(
+            limiter=TokenBucket(10, 10),
+            circuit_breaker=CircuitBreaker(failure_threshold=threshold),
+            retry_policy=RetryPolicy(
+                max_attempts=3, base_delay=1, jitter=None
+            ),
+        )
+        seen = []
+        ex.bus.subscribe(
+            seen.append,
+            AttemptEnded,
+            CallEnded,
+            RetryScheduled,
+            BreakerStateChanged,
+            outcomes=FAILURES,
+        )
+        return ex, seen
+
+    def test_a_success_takes_the_quick_way_and_builds_nothing(self):
+        """After the call that tells the listener what the executor is
+        made of, a call starts as a HushedCall; its success builds no
+        context and no event."""
+        ex, seen = self._hushed()
+        first = ex._pipeline.enter("k")
+        first.admit()
+        first.succeeded(1)
+
+        call = ex._pipeline.enter("k")
+
+        assert Call is first.__class__
+        assert HushedCall is call.__class__
+        assert INVOKE is call.admit()
+        assert RETURN is call.succeeded(2)
+        assert 2 == call.value
+        assert 1 == ex.run("k", lambda: 1)
+        assert [] == seen
+
+    def test_a_listener_of_successes_gets_a_full_call(self):
+        """A subscriber to CallStarted, or to successful outcomes, makes
+        every call a full Call again."""
+        ex, _ = self._hushed()
+        ex.run("k", lambda: 1)
+        sub = ex.bus.subscribe(print, CallStarted)
+        ex.run("k", lambda: 1)
+
+        assert Call is ex._pipeline.enter("k").__class__
+
+        sub.close()
+        assert HushedCall is ex._pipeline.enter("k").__class__
+        ex.bus.subscribe(print, CallEnded, outcomes={CallEnded: {"success"}})
+        ex.run("k", lambda: 1)
+        assert Call is ex._pipeline.enter("k").__class__
+
+    @pytest.mark.parametrize(
+        ("threshold", "error"),
+        [
+            pytest.param(5, ValueError, id="retried"),
+            pytest.param(1, ValueError, id="breaker-opens"),
+            pytest.param(5, KeyboardInterrupt, id="interrupted"),
+        ],
+    )
+    def test_a_failure_reports_what_a_full_call_reports(
+        self, threshold, error
+    ):
+        """A hushed call whose first attempt fails reports the same events,
+        times and durations as a call that went through a Call, with the
+        call's identity."""
+
+        def trace(hushed):
+            ex, seen = self._hushed(threshold)
+            ex._pipeline.quick = hushed
+            clock = ex._clock
+            ex.run("k", lambda: 1)
+            attempts = []
+
+            def flaky():
+                clock.advance(0.5)
+                attempts.append(1)
+                if len(attempts) == 1:
+                    raise error
+                return 1
+
+            assert hushed is (ex._pipeline.enter("k").__class__ is HushedCall)
+            with contextlib.suppress(error, CircuitOpenError):
+                ex.run("k", flaky)
+            assert all(e.call_id is not None for e in seen)
+            return [
+                (
+                    type(e).__name__,
+                    e.time,
+                    e.attempt,
+                    getattr(e, "outcome", None),
+                    getattr(e, "duration", None),
+                )
+                for e in seen
+            ]
+
+        hushed = trace(hushed=True)
+
+        assert trace(hushed=False) == hushed
+        assert ("AttemptEnded", 0.5) == (hushed[0][0], hushed[0][4])
 
 
 class TestAwaitedBreaker:

@@ -450,3 +450,56 @@ class TestLogFiltering:
 
         assert () == bus._subs
         assert "" == out.getvalue()
+
+    def test_successes_below_the_level_build_nothing(self):
+        """Behind a filtering logger at INFO, calls and attempts are taken
+        only for the outcomes that log at INFO or above: a success takes
+        the quick way in and logs nothing, a failure still logs its lines
+        with the call's identity."""
+        from stormwall import MockClock, RetryPolicy
+        from stormwall._pipeline import HushedCall
+        from stormwall.events import AttemptEnded, CallEnded
+
+        out = io.StringIO()
+        logger = structlog.wrap_logger(
+            structlog.PrintLogger(out),
+            wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+            processors=[
+                structlog.processors.add_log_level,
+                structlog.processors.KeyValueRenderer(sort_keys=True),
+            ],
+        ).bind()
+        bus = EventBus()
+        sub = StructlogExporter(logger).attach(bus)
+        ex = ResilientExecutor(
+            "svc",
+            retry_policy=RetryPolicy(max_attempts=2, base_delay=0),
+            clock=MockClock(),
+            bus=bus,
+        )
+
+        assert "success" not in sub.filters[CallEnded].outcomes
+        assert "success" not in sub.filters[AttemptEnded].outcomes
+        assert 1 == ex.run("k", lambda: 1)
+        assert HushedCall is ex._pipeline.enter("k").__class__
+        assert 1 == ex.run("k", lambda: 1)
+        assert "" == out.getvalue()
+
+        with pytest.raises(ValueError, match="boom"):
+            ex.run("k", _boom)
+
+        lines = out.getvalue().splitlines()
+        assert [
+            "event='stormwall.attempt.ended'",
+            "event='stormwall.retry.scheduled'",
+            "event='stormwall.attempt.ended'",
+            "event='stormwall.call.ended'",
+        ] == [
+            next(f for f in line.split() if f.startswith("event="))
+            for line in lines
+        ]
+        assert all("call_id=" in line for line in lines)
+
+
+def _boom():
+    raise ValueError("boom")

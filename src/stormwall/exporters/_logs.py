@@ -365,3 +365,41 @@ def highest_level(cls: type[Event], levels: Mapping[str, int | None]) -> int:
         if level is not None and (name == cls.name or name.startswith(prefix))
     ]
     return max(found, default=0)
+
+
+def passing_outcomes(
+    types: Iterable[type[Event]],
+    levels: Mapping[str, int | None],
+    floor: int = 0,
+) -> dict[type[Event], frozenset[str]]:
+    """
+    For the types with an outcome, the outcomes whose line can be logged.
+
+    A line passes when its level (the qualified one first) is set and at
+    least ``floor``. A type all of whose outcomes pass is left out: it
+    needs no filter. Subscribed with these (`EventBus.subscribe`), an
+    exporter whose logger drops successes makes a success build nothing.
+    """
+    found: dict[type[Event], frozenset[str]] = {}
+    for cls in types:
+        if "outcome" not in getattr(cls, "__dataclass_fields__", {}):
+            continue
+        outcomes = QUALIFIERS.get(cls.name, ())
+        passing = frozenset(
+            outcome
+            for outcome in outcomes
+            if (level := _outcome_level(cls.name, outcome, levels)) is not None
+            and level >= floor
+        )
+        if len(passing) < len(outcomes):
+            found[cls] = passing
+    return found
+
+
+def _outcome_level(
+    name: str, outcome: str, levels: Mapping[str, int | None]
+) -> int | None:
+    qualified = f"{name}:{outcome}"
+    if qualified in levels:
+        return levels[qualified]
+    return levels.get(name)
