@@ -21,7 +21,7 @@ from ._vocabulary import (
     ATTEMPT_OUTCOMES,
     BREAKER_STATES,
     CALL_OUTCOMES,
-    CALL_SPAN,
+    CALL_SPANS,
 )
 
 
@@ -294,7 +294,7 @@ def trace_ids(event: Event | None = None) -> dict[str, str]:
 
     That is the active OpenTelemetry span, except for a call's own events
     (not an attempt's) while one of its attempt spans is active: they carry
-    the call span, which `TracingExporter` keeps in the context. The bus
+    the call span, which `TracingExporter` keeps in `CALL_SPANS`. The bus
     runs the tracing exporter's span openings first and closings last, so
     the right span is active whatever the exporters' order.
 
@@ -303,16 +303,16 @@ def trace_ids(event: Event | None = None) -> dict[str, str]:
     otel = _otel()
     if otel is None:
         return {}
-    trace, context = otel
-    span = trace.get_current_span()
+    trace, _ = otel
+    span = None
     if (
         event is not None
         and event.call_id is not None
         and event.name not in _ATTEMPT_EVENTS
     ):
-        call = context.get_value(CALL_SPAN)
-        if call is not None and call[0] == event.call_id:
-            span = call[1]
+        span = CALL_SPANS.get(event.call_id)
+    if span is None:
+        span = trace.get_current_span()
     span_context = span.get_span_context()
     if not span_context.is_valid:
         return {}

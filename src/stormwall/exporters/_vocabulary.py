@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from stormwall import CircuitState, ConfigError
 from stormwall import tally as _tally_api
@@ -372,11 +372,13 @@ class Newest:
 
 # -- traces -------------------------------------------------------------------
 
-CALL_SPAN: Final = "stormwall.call_span"
+CALL_SPANS: Final[dict[int, Any]] = {}
 """
-The OpenTelemetry context key under which `TracingExporter` keeps
-``(call_id, call span)`` for as long as the call span is current (and its
-attempts' spans, which sit on it).
+``call_id`` -> the call's span, kept by `TracingExporter` from CallStarted to
+CallEnded, so a log line of a call's own event carries the call span even
+while one of its attempt spans is current. Single dict operations are
+atomic, and each entry is only touched by the thread or task running its
+call (call ids are unique in the process).
 """
 
 
