@@ -228,7 +228,8 @@ class Wanted:
     `Pipeline.refresh` when the subscriptions change (``bus._version``).
     ``hushed``: somebody listens, but to nothing a plain success reports
     (CallStarted, AttemptStarted, LimiterAllowed, a successful AttemptEnded
-    or CallEnded): such a call may take the quick way in (`Pipeline.enter`).
+    or CallEnded): such a call builds no context unless it fails
+    (`QuickCall`).
     """
 
     __slots__ = (
@@ -237,6 +238,7 @@ class Wanted:
         "call_ended",
         "call_started",
         "hushed",
+        "limiter_allowed",
         "version",
     )
 
@@ -253,12 +255,13 @@ class Wanted:
         self.call_ended = frozenset(
             o for o in CALL_OUTCOMES if bus.wants_outcome(CallEnded, o)
         )
+        self.limiter_allowed = bus.wants(LimiterAllowed)
         self.hushed = bool(bus._subs) and not (
             self.call_started
             or self.attempt_started
             or "success" in self.attempt_ended
             or "success" in self.call_ended
-            or bus.wants(LimiterAllowed)
+            or self.limiter_allowed
         )
 
 
@@ -391,11 +394,11 @@ class Pipeline:
         attempt needs no state beyond the breaker's permit (an int; 0
         without a breaker), which the driver hands to `settle` after a
         success, or to `resume` with what the
-        attempt raised. When somebody listens, but to nothing such a call
-        reports if it succeeds (`Wanted.hushed`: a log exporter that drops
-        successes), the same call starts as a `HushedCall`, which builds
-        its context and events only if its first attempt fails.
-        Everything else goes through a `Call`.
+        attempt raised. When somebody listens (but not to the limiter's
+        grants), the same call starts as a `QuickCall`: its first attempt
+        reports what a `Call` would, with less state, and it becomes a
+        `Call` if that attempt fails. Everything else goes through a
+        `Call`.
         """
         bus = self.bus
         if (
@@ -405,7 +408,7 @@ class Pipeline:
             and not (self.others and _listened(self.others))
         ):
             if bus._subs:
-                return self.enter_hushed(key)
+                return self.enter_observed(key)
             rec, limiter = self.record, self.limiter
             # The generation first: a transition writes the state before
             # bumping it (see `CircuitBreaker._admit`).
@@ -416,23 +419,47 @@ class Pipeline:
                 return permit
         return self.call(key)
 
-    def enter_hushed(self, key: str) -> Call:
-        """`enter` when somebody listens: a `HushedCall` if it may be."""
+    def enter_observed(self, key: str) -> Call:
+        """
+        `enter` when somebody listens: a `QuickCall` if it may be.
+
+        Not when somebody takes the limiter's grants (its event belongs
+        between CallStarted and AttemptStarted, and a limiter that cannot
+        grant at once sends the call through a `Call`, which reports
+        CallStarted itself); nor for the first call a new subscriber
+        hears, which tells it what the executor is made of (`open`).
+        """
         bus = self.bus
         wanted = self.wanted
         if wanted.version != bus._version:
             wanted = self.refresh()
-        # A new subscriber first hears what the executor is made of, from
-        # a call that goes through `open`.
-        if wanted.hushed and bus.generation == self.observed_generation:
+        if (
+            not wanted.limiter_allowed
+            and bus.generation == self.observed_generation
+        ):
             rec, limiter = self.record, self.limiter
-            # Its attempt is timed: a failure reports how long it ran.
             started = self.now()
             permit = 0 if rec is None else rec.generation
             if (rec is None or rec.state is CLOSED) and (
                 limiter is None or limiter._take(key, None, None)
             ):
-                return HushedCall(self, key, permit, started)
+                call = QuickCall(self, key, permit, started)
+                if not wanted.hushed:
+                    # Reported as `open` would, now that it is admitted:
+                    # the breaker and the limiter had nothing to say.
+                    ctx = call.ctx = CallContext(
+                        self.name, key, next(_call_ids), bus
+                    )
+                    if wanted.call_started:
+                        bus.emit(
+                            _call_started(
+                                time=started,
+                                executor=self.name,
+                                key=key,
+                                call_id=ctx.call_id,
+                            )
+                        )
+                return call
         return self.call(key)
 
     def refresh(self) -> Wanted:
@@ -510,22 +537,6 @@ class Pipeline:
                 bulkhead=None if bulkhead is None else bulkhead.name,
             )
         )
-
-    def attempt_started(
-        self, ctx: CallContext, attempt: int, now: float
-    ) -> None:
-        ctx.attempt = attempt
-        ctx.attempt_at = now
-        if self.wanted.attempt_started:
-            self.bus.emit(
-                _attempt_started(
-                    time=now,
-                    executor=self.name,
-                    key=ctx.key,
-                    call_id=ctx.call_id,
-                    attempt=attempt,
-                )
-            )
 
     def attempt_ended(
         self,
@@ -808,12 +819,24 @@ class Call:
         pipe = self.pipe
         self.attempt += 1
         ctx = self.ctx
-        self.t0 = pipe.now() if self.timed else 0.0
+        t0 = self.t0 = pipe.now() if self.timed else 0.0
         if ctx is not None:
-            try:
-                pipe.attempt_started(ctx, self.attempt, self.t0)
-            except BaseException as exc:  # noqa: BLE001 - raised by the driver
-                return self.failed(exc)
+            # AttemptStarted, built here: the observed hot path.
+            ctx.attempt = attempt = self.attempt
+            ctx.attempt_at = t0
+            if pipe.wanted.attempt_started:
+                try:
+                    pipe.bus.emit(
+                        _attempt_started(
+                            time=t0,
+                            executor=pipe.name,
+                            key=ctx.key,
+                            call_id=ctx.call_id,
+                            attempt=attempt,
+                        )
+                    )
+                except BaseException as exc:  # noqa: BLE001 - see the driver
+                    return self.failed(exc)
         return INVOKE
 
     # -- record ---------------------------------------------------------------
@@ -845,7 +868,21 @@ class Call:
                 self.error, self.rejected = None, result
                 return self._record_failure(None, duration)
         if ctx is not None:
-            pipe.attempt_ended(ctx, "success", duration, None)
+            # `Pipeline.attempt_ended`, inline: the observed hot path.
+            ctx.attempt_at = None
+            if "success" in pipe.wanted.attempt_ended:
+                pipe.bus.emit(
+                    _attempt_ended(
+                        time=pipe.now(),
+                        executor=pipe.name,
+                        key=ctx.key,
+                        call_id=ctx.call_id,
+                        attempt=ctx.attempt,
+                        outcome="success",
+                        duration=duration,
+                        error=None,
+                    )
+                )
         if self.tally is not None:
             self.tally.attempt(pipe.name, "success", duration)
         self.value = result
@@ -866,10 +903,24 @@ class Call:
 
     def _won(self, _: object = None) -> Step:
         pipe = self.pipe
-        if self.ctx is not None:
-            pipe.call_ended(
-                self.ctx, "success", self.attempt, self.started, None
-            )
+        ctx = self.ctx
+        if ctx is not None:
+            # `Pipeline.call_ended`, inline: the observed hot path.
+            ctx.ended = True
+            if "success" in pipe.wanted.call_ended:
+                now = pipe.now()
+                pipe.bus.emit(
+                    _call_ended(
+                        time=now,
+                        executor=pipe.name,
+                        key=ctx.key,
+                        call_id=ctx.call_id,
+                        outcome="success",
+                        attempts=self.attempt,
+                        duration=now - self.started,
+                        error=None,
+                    )
+                )
         if self.tally is not None:
             self.tally.call(pipe.name, "success", pipe.now() - self.started)
         return RETURN
@@ -1088,16 +1139,18 @@ class Call:
             )
 
 
-class HushedCall(Call):
+class QuickCall(Call):
     """
-    A call whose first attempt nobody hears unless it fails.
+    A call through the quick way in while somebody listens.
 
-    `Pipeline.enter` admitted it (a closed breaker, a permit at once) and
-    read its start; it holds just that. A success settles the breaker and
-    reports nothing (nobody takes anything of a plain success: `Wanted`).
-    A failure makes it the `Call` it would have been: it builds the context
-    then (CallStarted, were it wanted now, dated at the start), and goes on
-    as one, reporting the failed attempt and what follows.
+    `Pipeline.enter_observed` admitted it (a closed breaker, a permit at
+    once) and read its start; it holds just that, and its context when
+    anybody takes what a success reports (else none, ``hushed``: a log
+    exporter that drops successes). Its first attempt reports what a
+    `Call`'s would; a success ends it. A failure, or an escape, makes it
+    the `Call` it would have been (building the context then if it has
+    none: CallStarted, were it wanted now, dated at the start), which goes
+    on from there.
     """
 
     __slots__ = ()
@@ -1109,36 +1162,97 @@ class HushedCall(Call):
         self.key = key
         self.permit = permit
         self.started = started
+        self.t0 = started
+        self.ctx = None
 
     def admit(self, _: object = None) -> Step | Wait:
-        """Admitted already, by `Pipeline.enter`."""
+        """Admitted already, by `Pipeline.enter_observed`."""
+        ctx = self.ctx
+        if ctx is not None:
+            pipe = self.pipe
+            t0 = self.t0 = pipe.now()
+            ctx.attempt = 1
+            ctx.attempt_at = t0
+            if pipe.wanted.attempt_started:
+                try:
+                    pipe.bus.emit(
+                        _attempt_started(
+                            time=t0,
+                            executor=pipe.name,
+                            key=ctx.key,
+                            call_id=ctx.call_id,
+                            attempt=1,
+                        )
+                    )
+                except BaseException as exc:  # noqa: BLE001 - see the driver
+                    return self.failed(exc)
         return INVOKE
 
     def succeeded(self, result: Any) -> Step | Wait:
-        self.pipe.settle(self.permit, 0.0, None)
+        pipe = self.pipe
+        ctx = self.ctx
+        if ctx is None:
+            pipe.settle(self.permit, 0.0, None)
+            self.value = result
+            return RETURN
+        now = pipe.now()
+        ctx.attempt_at = None
+        wanted = pipe.wanted
+        if "success" in wanted.attempt_ended:
+            pipe.bus.emit(
+                _attempt_ended(
+                    time=now,
+                    executor=pipe.name,
+                    key=ctx.key,
+                    call_id=ctx.call_id,
+                    attempt=1,
+                    outcome="success",
+                    duration=now - self.t0,
+                    error=None,
+                )
+            )
+        pipe.settle(self.permit, 0.0, None)
         self.value = result
+        ctx.ended = True
+        if "success" in wanted.call_ended:
+            now = pipe.now()
+            pipe.bus.emit(
+                _call_ended(
+                    time=now,
+                    executor=pipe.name,
+                    key=ctx.key,
+                    call_id=ctx.call_id,
+                    outcome="success",
+                    attempts=1,
+                    duration=now - self.started,
+                    error=None,
+                )
+            )
         return RETURN
 
-    def failed(self, exc: BaseException) -> Step | Wait:
-        # The same slots: from here on, it is a plain `Call`.
+    def _become_call(self) -> None:
+        """From here on, a plain `Call` (the same slots)."""
         self.__class__ = Call  # type: ignore[assignment]
-        pipe = self.pipe
-        started = self.started
         self.attempt = 1
         self.error = None
         self.previous = None
         self.receipt = None
         self.tally = None
         self.timed = True
-        self.t0 = started
-        ctx = self.ctx = pipe.open(self.key, started)
-        if ctx is not None:
-            ctx.attempt = 1
-            ctx.attempt_at = started
+        if self.ctx is None:
+            ctx = self.ctx = self.pipe.open(self.key, self.started)
+            if ctx is not None:
+                ctx.attempt = 1
+                ctx.attempt_at = self.t0
+
+    def failed(self, exc: BaseException) -> Step | Wait:
+        self._become_call()
         return self.failed(exc)
 
     def abandon(self, error: BaseException) -> None:
-        """Nothing was reported, so nothing is left open."""
+        if self.ctx is not None:
+            self._become_call()
+            self.abandon(error)
 
 
 class StoredCall(Call):

@@ -38,15 +38,17 @@ from stormwall._pipeline import (
     INVOKE,
     RETURN,
     Call,
-    HushedCall,
+    QuickCall,
     StoredCall,
     Wait,
 )
 from stormwall.events import (
     AttemptEnded,
+    AttemptStarted,
     BreakerStateChanged,
     CallEnded,
     CallStarted,
+    LimiterAllowed,
     RetryScheduled,
 )
 from stormwall.testing import EventRecorder, MockClock
@@ -216,7 +218,7 @@ class TestHushed:
 
     def test_a_success_takes_the_quick_way_and_builds_nothing(self):
         """After the call that tells the listener what the executor is
-        made of, a call starts as a HushedCall; its success builds no
+        made of, a call starts as a QuickCall; its success builds no
         context and no event."""
         ex, seen = self._hushed()
         first = ex._pipeline.enter("k")
@@ -226,28 +228,79 @@ class TestHushed:
         call = ex._pipeline.enter("k")
 
         assert Call is first.__class__
-        assert HushedCall is call.__class__
+        assert QuickCall is call.__class__
+        assert call.ctx is None
         assert INVOKE is call.admit()
         assert RETURN is call.succeeded(2)
         assert 2 == call.value
         assert 1 == ex.run("k", lambda: 1)
         assert [] == seen
 
-    def test_a_listener_of_successes_gets_a_full_call(self):
+    def test_a_listener_of_successes_gets_a_context(self):
         """A subscriber to CallStarted, or to successful outcomes, makes
-        every call a full Call again."""
+        the quick call build its context and report; one to the limiter's
+        grants makes every call a full Call."""
         ex, _ = self._hushed()
         ex.run("k", lambda: 1)
         sub = ex.bus.subscribe(print, CallStarted)
         ex.run("k", lambda: 1)
 
-        assert Call is ex._pipeline.enter("k").__class__
+        assert ex._pipeline.enter("k").ctx is not None
 
         sub.close()
-        assert HushedCall is ex._pipeline.enter("k").__class__
-        ex.bus.subscribe(print, CallEnded, outcomes={CallEnded: {"success"}})
+        assert ex._pipeline.enter("k").ctx is None
+        ex.bus.subscribe(print, LimiterAllowed)
         ex.run("k", lambda: 1)
         assert Call is ex._pipeline.enter("k").__class__
+
+    @pytest.mark.parametrize("fails", [False, True], ids=["success", "retry"])
+    def test_an_observed_quick_call_reports_what_a_call_reports(self, fails):
+        """With every call event taken, a quick call reports the same
+        events, times and durations as a Call."""
+
+        def trace(quick):
+            ex = _executor(
+                limiter=TokenBucket(10, 10),
+                circuit_breaker=CircuitBreaker(),
+                retry_policy=RetryPolicy(
+                    max_attempts=3, base_delay=1, jitter=None
+                ),
+            )
+            ex._pipeline.quick = quick
+            clock = ex._clock
+            seen = []
+            ex.run("k", lambda: 1)
+            ex.bus.subscribe(seen.append, CallStarted, AttemptStarted)
+            ex.bus.subscribe(seen.append, AttemptEnded, CallEnded)
+            ex.bus.subscribe(seen.append, RetryScheduled)
+            ex.run("k", lambda: 1)
+            seen.clear()
+            attempts = []
+
+            def work():
+                clock.advance(0.5)
+                attempts.append(1)
+                if fails and len(attempts) == 1:
+                    raise ValueError
+                return 1
+
+            assert quick is (ex._pipeline.enter("k").__class__ is QuickCall)
+            assert 1 == ex.run("k", work)
+            return [
+                (
+                    type(e).__name__,
+                    e.time,
+                    e.attempt,
+                    getattr(e, "outcome", None),
+                    getattr(e, "duration", None),
+                )
+                for e in seen
+            ]
+
+        quick = trace(quick=True)
+
+        assert trace(quick=False) == quick
+        assert ("CallEnded", "success") == (quick[-1][0], quick[-1][3])
 
     @pytest.mark.parametrize(
         ("threshold", "error"),
@@ -278,7 +331,7 @@ class TestHushed:
                     raise error
                 return 1
 
-            assert hushed is (ex._pipeline.enter("k").__class__ is HushedCall)
+            assert hushed is (ex._pipeline.enter("k").__class__ is QuickCall)
             with contextlib.suppress(error, CircuitOpenError):
                 ex.run("k", flaky)
             assert all(e.call_id is not None for e in seen)

@@ -457,7 +457,7 @@ class TestLogFiltering:
         the quick way in and logs nothing, a failure still logs its lines
         with the call's identity."""
         from stormwall import MockClock, RetryPolicy
-        from stormwall._pipeline import HushedCall
+        from stormwall._pipeline import QuickCall
         from stormwall.events import AttemptEnded, CallEnded
 
         out = io.StringIO()
@@ -481,7 +481,7 @@ class TestLogFiltering:
         assert "success" not in sub.filters[CallEnded].outcomes
         assert "success" not in sub.filters[AttemptEnded].outcomes
         assert 1 == ex.run("k", lambda: 1)
-        assert HushedCall is ex._pipeline.enter("k").__class__
+        assert QuickCall is ex._pipeline.enter("k").__class__
         assert 1 == ex.run("k", lambda: 1)
         assert "" == out.getvalue()
 
