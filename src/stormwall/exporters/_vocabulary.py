@@ -231,7 +231,9 @@ LIMITER_AVAILABLE = MetricSpec(
     "stormwall_rate_limiter_available_permits",
     "gauge",
     "{permit}",
-    "Permits a global token bucket (one shared by every key) could grant now.",
+    "Permits a global limiter (one state shared by every key) could grant "
+    "now without a wait: a token bucket's tokens, a sliding window's room, "
+    "a leaky bucket's 1 or 0 (per key too, under the key-label cap).",
     ("limiter",),
 )
 BULKHEAD_LIMIT = MetricSpec(
@@ -329,6 +331,11 @@ class KeyLabels:
     def enabled(self) -> bool:
         """Whether keys are labels at all (``limit > 0``)."""
         return self.limit > 0
+
+    def named(self) -> list[str]:
+        """The keys that are labels of their own, sorted."""
+        with self._lock:
+            return sorted(self._seen)
 
     def __call__(self, key: str | None) -> str:
         if key is None:
