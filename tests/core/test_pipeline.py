@@ -194,8 +194,8 @@ FAILURES = {
 }
 
 
-class TestHushed:
-    """Somebody listens, but to nothing a plain success reports."""
+class TestObservedQuickWay:
+    """Somebody listens: the quick way in, reporting what a Call would."""
 
     def _hushed(self, threshold=5):
         ex = _executor(
