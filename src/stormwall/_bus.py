@@ -25,11 +25,19 @@ Design notes:
   subscription order, e.g. on CallEnded). So a log line of any event sees
   the span of its call or attempt current, whichever exporter was attached
   first, and two scope openers nest and unwind in LIFO order.
+- A subscription may declare, for the event types that have an ``outcome``
+  (`CallEnded`, `AttemptEnded`), which outcomes it takes: a log exporter
+  whose logger filters out successes takes only failures. Its handler never
+  sees the others, and `wants_outcome` tells the executors whether anybody
+  takes an outcome at all, so a call that succeeds builds no event nobody
+  takes (and, when nobody takes anything of a plain success, no per-call
+  state either: see `_pipeline.Pipeline.enter`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 from dataclasses import dataclass
@@ -40,7 +48,7 @@ from ._events import Event
 
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Collection, Iterable, Mapping
     from types import TracebackType
     from typing import Self
 
@@ -81,12 +89,78 @@ class BusStatistics:
     generation: int
 
 
+class _OutcomeFilter:
+    """A handler that takes only the events whose ``outcome`` it wants."""
+
+    __slots__ = ("handler", "outcomes")
+
+    def __init__(self, handler: Handler, outcomes: frozenset[str]) -> None:
+        self.handler = handler
+        self.outcomes = outcomes
+
+    def __call__(self, event: Any) -> object:
+        if event.outcome in self.outcomes:
+            return self.handler(event)
+        return None
+
+    def __repr__(self) -> str:
+        return f"{self.handler!r} (outcomes {sorted(self.outcomes)})"
+
+
+def _check_outcomes(
+    outcomes: Mapping[type[Event], Collection[str]] | None,
+    subscribed: tuple[type[Event], ...],
+) -> dict[type[Event], frozenset[str]]:
+    """``outcomes`` as frozensets, checked against the subscribed types."""
+    if outcomes is None:
+        return {}
+    if not hasattr(outcomes, "items"):
+        raise ConfigError(
+            "outcomes", f"expected a mapping, got {type(outcomes).__name__}"
+        )
+    checked: dict[type[Event], frozenset[str]] = {}
+    for t, wanted in outcomes.items():
+        fields = (
+            {f.name for f in dataclasses.fields(t)}
+            if isinstance(t, type) and issubclass(t, Event)  # type: ignore[redundant-expr]
+            else set()
+        )
+        if "outcome" not in fields:
+            raise ConfigError(
+                "outcomes",
+                f"{t!r} is not an event type with an outcome (CallEnded, "
+                "AttemptEnded)",
+            )
+        if t not in subscribed:
+            raise ConfigError(
+                "outcomes", f"{t.__name__} is not one of the subscribed types"
+            )
+        if isinstance(wanted, str) or not all(
+            isinstance(o, str) for o in wanted
+        ):
+            raise ConfigError(
+                "outcomes",
+                f"the outcomes of {t.__name__} must be a collection of str, "
+                f"got {wanted!r}",
+            )
+        checked[t] = frozenset(wanted)
+    return checked
+
+
 class Subscription:
     """
     A handle on one subscription; `close` (or leaving ``with``) ends it.
     """
 
-    __slots__ = ("_bus", "event_types", "first", "handler", "last", "routes")
+    __slots__ = (
+        "_bus",
+        "event_types",
+        "filters",
+        "first",
+        "handler",
+        "last",
+        "routes",
+    )
 
     def __init__(
         self,
@@ -96,6 +170,7 @@ class Subscription:
         routes: Mapping[type[Event], Handler] | None = None,
         first: tuple[type[Event], ...] = (),
         last: tuple[type[Event], ...] = (),
+        outcomes: Mapping[type[Event], frozenset[str]] | None = None,
     ) -> None:
         self._bus: EventBus | None = bus
         self.handler = handler
@@ -107,6 +182,29 @@ class Subscription:
         # other handler: see the module docstring.
         self.first = first
         self.last = last
+        # Event type -> its handler wrapped to take only the declared
+        # outcomes (see `EventBus.subscribe`).
+        self.filters: dict[type[Event], _OutcomeFilter] = {
+            t: _OutcomeFilter(handler if routes is None else routes[t], wanted)
+            for t, wanted in (outcomes or {}).items()
+        }
+
+    def _handler_of(self, event_type: type[Event]) -> Handler | None:
+        """What receives an event of ``event_type`` (None: nothing)."""
+        routes = self.routes
+        for base in event_type.__mro__:
+            found = self.filters.get(base)
+            if found is not None:
+                return found
+            if routes is not None:
+                routed = routes.get(base)
+                if routed is not None:
+                    return routed
+        if routes is not None:
+            return None
+        if not self.event_types or issubclass(event_type, self.event_types):
+            return self.handler
+        return None
 
     @property
     def active(self) -> bool:
@@ -165,9 +263,15 @@ class EventBus:
         self._tally: Any = None
         self._tally_kept: Any = None
         self._tally_users = 0
+        # Bumped by every change of the subscriptions (quiet ones too), so
+        # an executor can cache what it builds until the next one.
+        self._version = 0
 
     def subscribe(
-        self, handler: Handler, *event_types: type[Event]
+        self,
+        handler: Handler,
+        *event_types: type[Event],
+        outcomes: Mapping[type[Event], Collection[str]] | None = None,
     ) -> Subscription:
         """
         Call ``handler(event)`` for every event of the given types.
@@ -176,6 +280,12 @@ class EventBus:
             handler: A synchronous callable taking one event.
             event_types: Event classes (subclasses match too); none means
                 every event.
+            outcomes: For some of ``event_types`` with an ``outcome``
+                (`CallEnded`, `AttemptEnded`), the outcomes to receive;
+                the others are never delivered, and executors do not build
+                an event of an outcome nobody takes (a log exporter whose
+                logger drops successes makes a success cost nothing). E.g.
+                ``{CallEnded: {"failure", "rejected"}}``.
 
         Returns:
             A `Subscription`; close it, or use it as a context manager, to
@@ -194,12 +304,28 @@ class EventBus:
                 raise ConfigError(
                     "event_types", f"{t!r} is not an Event subclass"
                 )
-        sub = Subscription(self, handler, tuple(event_types))
+        event_types = tuple(event_types)
+        wanted = _check_outcomes(outcomes, event_types)
+        sub = Subscription(self, handler, event_types, outcomes=wanted)
         with self._lock:
+            self._own(sub)
             self._subs = (*self._subs, sub)
-            self._cache = {}
+            self._changed()
             self.generation += 1
         return sub
+
+    def _changed(self) -> None:
+        """The subscriptions changed (under the lock): forget resolutions."""
+        self._cache = {}
+        self._version += 1
+
+    def _own(self, sub: Subscription) -> None:
+        """Report the errors of ``sub``'s route and filters as its own."""
+        for handler in (
+            *(sub.routes or {}).values(),
+            *sub.filters.values(),
+        ):
+            self._owners[id(handler)] = id(sub.handler)
 
     def subscribe_routes(
         self,
@@ -207,6 +333,7 @@ class EventBus:
         *,
         first: Iterable[type[Event]] = (),
         last: Iterable[type[Event]] = (),
+        outcomes: Mapping[type[Event], Collection[str]] | None = None,
     ) -> Subscription:
         """
         Subscribe one handler per event type, in one subscription.
@@ -226,13 +353,16 @@ class EventBus:
                 opens a scope on one event and closes it on another needs
                 (a span made current from `CallStarted` to `CallEnded`):
                 every other handler then runs inside the scope.
+            outcomes: As for `subscribe`: the outcomes some routed types
+                with an ``outcome`` take.
 
         Returns:
             A `Subscription` ending every route at once.
 
         Raises:
             ConfigError: a key of ``routes``, ``first`` or ``last`` is not
-                an `Event` subclass, or a handler is not callable.
+                an `Event` subclass, a handler is not callable, or
+                ``outcomes`` names a type not routed or without an outcome.
 
         Example::
 
@@ -257,19 +387,19 @@ class EventBus:
                     f"expected a callable, got {type(handler).__name__}",
                 )
 
-        def route(event: Any) -> object:
-            for base in type(event).__mro__:
-                handler = routes.get(base)
-                if handler is not None:
-                    return handler(event)
-            return None
+        wanted = _check_outcomes(outcomes, tuple(routes))
 
-        sub = Subscription(self, route, tuple(routes), routes, first, last)
+        def route(event: Any) -> object:
+            handler = sub._handler_of(type(event))
+            return None if handler is None else handler(event)
+
+        sub = Subscription(
+            self, route, tuple(routes), routes, first, last, wanted
+        )
         with self._lock:
-            for handler in routes.values():
-                self._owners[id(handler)] = id(route)
+            self._own(sub)
             self._subs = (*self._subs, sub)
-            self._cache = {}
+            self._changed()
             self.generation += 1
         return sub
 
@@ -295,18 +425,20 @@ class EventBus:
 
         sub = (cls or Subscription)(self, route, tuple(routes), routes)
         with self._lock:
-            for handler in routes.values():
-                self._owners[id(handler)] = id(route)
+            self._own(sub)
             self._quiet = (*self._quiet, sub)
-            self._cache = {}
+            self._changed()
         return sub
 
     def _remove(self, sub: Subscription) -> None:
         with self._lock:
             self._subs = tuple(s for s in self._subs if s is not sub)
             self._quiet = tuple(s for s in self._quiet if s is not sub)
-            self._cache = {}
-            for handler in (sub.routes or {}).values():
+            self._changed()
+            for handler in (
+                *(sub.routes or {}).values(),
+                *sub.filters.values(),
+            ):
                 self._owners.pop(id(handler), None)
 
     def wants(self, event_type: type[Event]) -> bool:
@@ -317,6 +449,23 @@ class EventBus:
         if handlers is None:
             handlers = self._resolve(event_type)
         return bool(handlers)
+
+    def wants_outcome(self, event_type: type[Event], outcome: str) -> bool:
+        """
+        Whether any handler would receive an event of this type and outcome.
+
+        A subscription that declared the outcomes it takes for the type
+        (``outcomes=`` of `subscribe`) counts only for those.
+        """
+        if not self._subs and not self._quiet:
+            return False
+        handlers = self._cache.get(event_type)
+        if handlers is None:
+            handlers = self._resolve(event_type)
+        return any(
+            not isinstance(h, _OutcomeFilter) or outcome in h.outcomes
+            for h in handlers
+        )
 
     def emit(self, event: Event) -> None:
         """Deliver ``event`` to its handlers, isolating any that raise."""
@@ -338,19 +487,15 @@ class EventBus:
         handlers: list[Handler] = []
         last: list[Handler] = []
         for s in (*self._subs, *self._quiet):
-            if s.routes is not None:
-                for base in event_type.__mro__:
-                    routed = s.routes.get(base)
-                    if routed is not None:
-                        if issubclass(event_type, s.first):
-                            first.append(routed)
-                        elif issubclass(event_type, s.last):
-                            last.append(routed)
-                        else:
-                            handlers.append(routed)
-                        break
-            elif not s.event_types or issubclass(event_type, s.event_types):
-                handlers.append(s.handler)
+            handler = s._handler_of(event_type)
+            if handler is None:
+                continue
+            if issubclass(event_type, s.first):
+                first.append(handler)
+            elif issubclass(event_type, s.last):
+                last.append(handler)
+            else:
+                handlers.append(handler)
         # Scopes closed last unwind in the reverse order they were opened.
         resolved = (*first, *handlers, *reversed(last))
         cache[event_type] = resolved

@@ -764,6 +764,22 @@ class _KeyedLimiter(Limiter):
                 evicted_owing=self._store.evicted_owing,
             )
 
+    def _available(self, key: str | None) -> float | None:
+        """
+        The permits grantable now without a wait (for the state gauges).
+
+        The global state's (``key`` None), or ``key``'s; None for a per-key
+        limiter asked without a key. A read-only look: it neither creates
+        nor refreshes the key.
+        """
+        with self._lock:
+            state = self._shared
+            if state is None:
+                if key is None:
+                    return None
+                state = self._store.peek(key)
+            return float(self._policy.available(state, self._clock.now()))
+
 
 class TokenBucket(_KeyedLimiter):
     """

@@ -50,6 +50,7 @@ from ._events import (
     CallStarted,
     ExecutorObserved,
     FallbackUsed,
+    LimiterAllowed,
     RetryBudgetExhausted,
     RetryScheduled,
     builder,
@@ -209,6 +210,62 @@ _attempt_ended = builder(AttemptEnded)
 _call_ended = builder(CallEnded)
 
 
+# The outcomes the pipeline reports (`_outcome`, `failure_outcome`).
+ATTEMPT_OUTCOMES: Final = ("success", "failure", "timeout", "cancelled")
+CALL_OUTCOMES: Final = (
+    "success",
+    "failure",
+    "rejected",
+    "fallback",
+    "cancelled",
+)
+
+
+class Wanted:
+    """
+    What the subscribers of an executor's bus take, at one ``version``.
+
+    Read once per call instead of asking the bus per event; rebuilt by
+    `Pipeline.refresh` when the subscriptions change (``bus._version``).
+    ``hushed``: somebody listens, but to nothing a plain success reports
+    (CallStarted, AttemptStarted, LimiterAllowed, a successful AttemptEnded
+    or CallEnded): such a call builds no context unless it fails
+    (`QuickCall`).
+    """
+
+    __slots__ = (
+        "attempt_ended",
+        "attempt_started",
+        "call_ended",
+        "call_started",
+        "hushed",
+        "limiter_allowed",
+        "version",
+    )
+
+    def __init__(self, bus: EventBus) -> None:
+        # The version first: a change landing while this is built makes the
+        # next call build it again.
+        self.version = bus._version
+        self.call_started = bus.wants(CallStarted)
+        self.attempt_started = bus.wants(AttemptStarted)
+        #: The outcomes somebody takes.
+        self.attempt_ended = frozenset(
+            o for o in ATTEMPT_OUTCOMES if bus.wants_outcome(AttemptEnded, o)
+        )
+        self.call_ended = frozenset(
+            o for o in CALL_OUTCOMES if bus.wants_outcome(CallEnded, o)
+        )
+        self.limiter_allowed = bus.wants(LimiterAllowed)
+        self.hushed = bool(bus._subs) and not (
+            self.call_started
+            or self.attempt_started
+            or "success" in self.attempt_ended
+            or "success" in self.call_ended
+            or self.limiter_allowed
+        )
+
+
 class Pipeline:
     """
     One executor's pipeline: its parts, and what a call needs to know.
@@ -248,6 +305,7 @@ class Pipeline:
         "sleep",
         "sleep_async",
         "timed",
+        "wanted",
     )
 
     def __init__(self, executor: ExecutorBase, *, awaits: bool) -> None:
@@ -320,6 +378,7 @@ class Pipeline:
             _nothing if breaker is None else breaker._on_success
         )
         self.observed_generation = -1
+        self.wanted = Wanted(self.bus)
         call_type = (
             StoredCall if breaker is not None and breaker._async_only else Call
         )
@@ -336,15 +395,21 @@ class Pipeline:
         attempt needs no state beyond the breaker's permit (an int; 0
         without a breaker), which the driver hands to `settle` after a
         success, or to `resume` after a failure (then the error to the
-        `Call` it returns). Everything else goes through a `Call`.
+        `Call` it returns). When somebody listens (but not to the limiter's
+        grants), the same call starts as a `QuickCall`: its first attempt
+        reports what a `Call` would, with less state, and it becomes a
+        `Call` if that attempt fails. Everything else goes through a
+        `Call`.
         """
+        bus = self.bus
         if (
             self.quick
             and key.__class__ is str
-            and not self.bus._subs
-            and self.bus._tally is None
+            and bus._tally is None
             and not (self.others and _listened(self.others))
         ):
+            if bus._subs:
+                return self.enter_observed(key)
             rec, limiter = self.record, self.limiter
             # The generation first: a transition writes the state before
             # bumping it (see `CircuitBreaker._admit`).
@@ -354,6 +419,54 @@ class Pipeline:
             ):
                 return permit
         return self.call(key)
+
+    def enter_observed(self, key: str) -> Call:
+        """
+        `enter` when somebody listens: a `QuickCall` if it may be.
+
+        Not when somebody takes the limiter's grants (its event belongs
+        between CallStarted and AttemptStarted, and a limiter that cannot
+        grant at once sends the call through a `Call`, which reports
+        CallStarted itself); nor for the first call a new subscriber
+        hears, which tells it what the executor is made of (`open`).
+        """
+        bus = self.bus
+        wanted = self.wanted
+        if wanted.version != bus._version:
+            wanted = self.refresh()
+        if (
+            not wanted.limiter_allowed
+            and bus.generation == self.observed_generation
+        ):
+            rec, limiter = self.record, self.limiter
+            started = self.now()
+            permit = 0 if rec is None else rec.generation
+            if (rec is None or rec.state is CLOSED) and (
+                limiter is None or limiter._take(key, None, None)
+            ):
+                call = QuickCall(self, key, permit, started)
+                if not wanted.hushed:
+                    # Reported as `open` would, now that it is admitted:
+                    # the breaker and the limiter had nothing to say.
+                    ctx = call.ctx = CallContext(
+                        self.name, key, next(_call_ids), bus
+                    )
+                    if wanted.call_started:
+                        bus.emit(
+                            _call_started(
+                                time=started,
+                                executor=self.name,
+                                key=key,
+                                call_id=ctx.call_id,
+                            )
+                        )
+                return call
+        return self.call(key)
+
+    def refresh(self) -> Wanted:
+        """What the bus's subscribers take now (see `Wanted`)."""
+        wanted = self.wanted = Wanted(self.bus)
+        return wanted
 
     def resume(self, key: str, permit: int) -> Call:
         """
@@ -379,9 +492,11 @@ class Pipeline:
 
     # -- events ---------------------------------------------------------------
 
-    def open(self, key: str) -> CallContext | None:
+    def open(self, key: str, now: float) -> CallContext | None:
         """
         Start a call's telemetry: a context when anybody listens, else None.
+
+        ``now``: when the call started (CallStarted's time).
         """
         if type(key) is not str:
             _validate.key(key)
@@ -396,10 +511,13 @@ class Pipeline:
             if bus.generation != self.observed_generation:
                 self.observed_generation = bus.generation
                 self.announce(ctx)
-            if bus.wants(CallStarted):
+            wanted = self.wanted
+            if wanted.version != bus._version:
+                wanted = self.refresh()
+            if wanted.call_started:
                 bus.emit(
                     _call_started(
-                        time=self.now(),
+                        time=now,
                         executor=self.name,
                         key=key,
                         call_id=ctx.call_id,
@@ -425,22 +543,6 @@ class Pipeline:
             )
         )
 
-    def attempt_started(
-        self, ctx: CallContext, attempt: int, now: float
-    ) -> None:
-        ctx.attempt = attempt
-        ctx.attempt_at = now
-        if self.bus.wants(AttemptStarted):
-            self.bus.emit(
-                _attempt_started(
-                    time=now,
-                    executor=self.name,
-                    key=ctx.key,
-                    call_id=ctx.call_id,
-                    attempt=attempt,
-                )
-            )
-
     def attempt_ended(
         self,
         ctx: CallContext,
@@ -449,7 +551,7 @@ class Pipeline:
         error: BaseException | None,
     ) -> None:
         ctx.attempt_at = None
-        if self.bus.wants(AttemptEnded):
+        if outcome in self.wanted.attempt_ended:
             self.bus.emit(
                 _attempt_ended(
                     time=self.now(),
@@ -472,7 +574,7 @@ class Pipeline:
         error: BaseException | None,
     ) -> None:
         ctx.ended = True
-        if self.bus.wants(CallEnded):
+        if outcome in self.wanted.call_ended:
             now = self.now()
             self.bus.emit(
                 _call_ended(
@@ -588,25 +690,23 @@ class Call:
     def __init__(self, pipe: Pipeline, key: str) -> None:
         # A context (and CallStarted) only when somebody listens, or to
         # refuse a key that is not a str.
-        ctx = None
+        opened = False
         for bus in pipe.buses:
             if bus._subs or key.__class__ is not str:
-                ctx = pipe.open(key)
+                opened = True
                 break
         self.pipe = pipe
         self.key = key
-        self.ctx = ctx
         # Pull metrics (`_tally.py`): None unless a pull exporter counts on
         # this bus; it needs the times too.
         tally = self.tally = pipe.bus._tally
         # The clock is read only for what uses the time: events, counts, a
         # budget, a deadline (`dated`), a breaker's slow-call rule (`timed`).
-        self.timed = ctx is not None or pipe.timed or tally is not None
         started = (
-            pipe.now()
-            if ctx is not None or pipe.dated or tally is not None
-            else 0.0
+            pipe.now() if opened or pipe.dated or tally is not None else 0.0
         )
+        ctx = self.ctx = pipe.open(key, started) if opened else None
+        self.timed = ctx is not None or pipe.timed or tally is not None
         self.started = started
         if pipe.budget is not None:
             pipe.budget._deposit(started)
@@ -727,12 +827,24 @@ class Call:
         pipe = self.pipe
         self.attempt += 1
         ctx = self.ctx
-        self.t0 = pipe.now() if self.timed else 0.0
+        t0 = self.t0 = pipe.now() if self.timed else 0.0
         if ctx is not None:
-            try:
-                pipe.attempt_started(ctx, self.attempt, self.t0)
-            except BaseException as exc:  # noqa: BLE001 - raised by the driver
-                return self.failed(exc)
+            # AttemptStarted, built here: the observed hot path.
+            ctx.attempt = attempt = self.attempt
+            ctx.attempt_at = t0
+            if pipe.wanted.attempt_started:
+                try:
+                    pipe.bus.emit(
+                        _attempt_started(
+                            time=t0,
+                            executor=pipe.name,
+                            key=ctx.key,
+                            call_id=ctx.call_id,
+                            attempt=attempt,
+                        )
+                    )
+                except BaseException as exc:  # noqa: BLE001 - see the driver
+                    return self.failed(exc)
         return INVOKE
 
     # -- record ---------------------------------------------------------------
@@ -764,7 +876,21 @@ class Call:
                 self.error, self.rejected = None, result
                 return self._record_failure(None, duration)
         if ctx is not None:
-            pipe.attempt_ended(ctx, "success", duration, None)
+            # `Pipeline.attempt_ended`, inline: the observed hot path.
+            ctx.attempt_at = None
+            if "success" in pipe.wanted.attempt_ended:
+                pipe.bus.emit(
+                    _attempt_ended(
+                        time=pipe.now(),
+                        executor=pipe.name,
+                        key=ctx.key,
+                        call_id=ctx.call_id,
+                        attempt=ctx.attempt,
+                        outcome="success",
+                        duration=duration,
+                        error=None,
+                    )
+                )
         if self.tally is not None:
             self.tally.attempt(pipe.name, "success", duration)
         self.value = result
@@ -785,10 +911,24 @@ class Call:
 
     def _won(self, _: object = None) -> Step:
         pipe = self.pipe
-        if self.ctx is not None:
-            pipe.call_ended(
-                self.ctx, "success", self.attempt, self.started, None
-            )
+        ctx = self.ctx
+        if ctx is not None:
+            # `Pipeline.call_ended`, inline: the observed hot path.
+            ctx.ended = True
+            if "success" in pipe.wanted.call_ended:
+                now = pipe.now()
+                pipe.bus.emit(
+                    _call_ended(
+                        time=now,
+                        executor=pipe.name,
+                        key=ctx.key,
+                        call_id=ctx.call_id,
+                        outcome="success",
+                        attempts=self.attempt,
+                        duration=now - self.started,
+                        error=None,
+                    )
+                )
         if self.tally is not None:
             self.tally.call(pipe.name, "success", pipe.now() - self.started)
         return RETURN
@@ -1011,6 +1151,122 @@ class Call:
                 self.started,
                 error,
             )
+
+
+class QuickCall(Call):
+    """
+    A call through the quick way in while somebody listens.
+
+    `Pipeline.enter_observed` admitted it (a closed breaker, a permit at
+    once) and read its start; it holds just that, and its context when
+    anybody takes what a success reports (else none, ``hushed``: a log
+    exporter that drops successes). Its first attempt reports what a
+    `Call`'s would; a success ends it. A failure, or an escape, makes it
+    the `Call` it would have been (building the context then if it has
+    none: CallStarted, were it wanted now, dated at the start), which goes
+    on from there.
+    """
+
+    __slots__ = ()
+
+    def __init__(
+        self, pipe: Pipeline, key: str, permit: int, started: float
+    ) -> None:
+        self.pipe = pipe
+        self.key = key
+        self.permit = permit
+        self.started = started
+        self.t0 = started
+        self.ctx = None
+
+    def admit(self, _: object = None) -> Step | Wait:
+        """Admitted already, by `Pipeline.enter_observed`."""
+        ctx = self.ctx
+        if ctx is not None:
+            pipe = self.pipe
+            t0 = self.t0 = pipe.now()
+            ctx.attempt = 1
+            ctx.attempt_at = t0
+            if pipe.wanted.attempt_started:
+                try:
+                    pipe.bus.emit(
+                        _attempt_started(
+                            time=t0,
+                            executor=pipe.name,
+                            key=ctx.key,
+                            call_id=ctx.call_id,
+                            attempt=1,
+                        )
+                    )
+                except BaseException as exc:  # noqa: BLE001 - see the driver
+                    return self.failed(exc)
+        return INVOKE
+
+    def succeeded(self, result: Any) -> Step | Wait:
+        pipe = self.pipe
+        ctx = self.ctx
+        if ctx is None:
+            pipe.settle(self.permit, 0.0, None)
+            self.value = result
+            return RETURN
+        now = pipe.now()
+        ctx.attempt_at = None
+        wanted = pipe.wanted
+        if "success" in wanted.attempt_ended:
+            pipe.bus.emit(
+                _attempt_ended(
+                    time=now,
+                    executor=pipe.name,
+                    key=ctx.key,
+                    call_id=ctx.call_id,
+                    attempt=1,
+                    outcome="success",
+                    duration=now - self.t0,
+                    error=None,
+                )
+            )
+        pipe.settle(self.permit, 0.0, None)
+        self.value = result
+        ctx.ended = True
+        if "success" in wanted.call_ended:
+            now = pipe.now()
+            pipe.bus.emit(
+                _call_ended(
+                    time=now,
+                    executor=pipe.name,
+                    key=ctx.key,
+                    call_id=ctx.call_id,
+                    outcome="success",
+                    attempts=1,
+                    duration=now - self.started,
+                    error=None,
+                )
+            )
+        return RETURN
+
+    def _become_call(self) -> None:
+        """From here on, a plain `Call` (the same slots)."""
+        self.__class__ = Call  # type: ignore[assignment]
+        self.attempt = 1
+        self.error = None
+        self.previous = None
+        self.receipt = None
+        self.tally = None
+        self.timed = True
+        if self.ctx is None:
+            ctx = self.ctx = self.pipe.open(self.key, self.started)
+            if ctx is not None:
+                ctx.attempt = 1
+                ctx.attempt_at = self.t0
+
+    def failed(self, exc: BaseException) -> Step | Wait:
+        self._become_call()
+        return self.failed(exc)
+
+    def abandon(self, error: BaseException) -> None:
+        if self.ctx is not None:
+            self._become_call()
+            self.abandon(error)
 
 
 class StoredCall(Call):

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from ._bus import EventBus
 
@@ -316,7 +316,15 @@ class BreakerReading:
 class LimiterReading:
     """A limiter (or a composite's tier) at collection time."""
 
-    __slots__ = ("allowed", "available", "name", "rejected", "waited", "waits")
+    __slots__ = (
+        "allowed",
+        "available",
+        "name",
+        "per_key",
+        "rejected",
+        "waited",
+        "waits",
+    )
 
     def __init__(
         self,
@@ -326,13 +334,18 @@ class LimiterReading:
         rejected: int,
         waits: list[float] | None,
         available: float | None,
+        per_key: Callable[[str], float | None] | None = None,
     ) -> None:
         self.name = name
         self.allowed = allowed
         self.waited = waited
         self.rejected = rejected
         self.waits = waits
+        #: The global permits (None: per key, or not a local limiter).
         self.available = available
+        #: A per-key limiter's permits for one key (read on demand: only
+        #: the keys a key label names are asked).
+        self.per_key = per_key
 
 
 class BulkheadReading:
@@ -558,18 +571,18 @@ def _read_breaker(breaker: Any) -> BreakerReading:
 
 
 def _read_limiter(limiter: Any, *, live: bool = True) -> LimiterReading:
-    from ._limiters import TokenBucket
+    from ._limiters import _KeyedLimiter
 
     stats = limiter.statistics()
     available: float | None = None
-    if (
-        live
-        and isinstance(limiter, TokenBucket)
-        and limiter._shared is not None
-    ):
-        # A global tier (per_key=False): one bucket, whatever the key; a
-        # bucket still owing shows 0, not a negative number of permits.
-        available = max(0.0, limiter.tokens())
+    per_key = None
+    if live and isinstance(limiter, _KeyedLimiter):
+        if limiter._shared is not None:
+            # A global tier (per_key=False): one state, whatever the key; a
+            # bucket still owing shows 0, not a negative number of permits.
+            available = limiter._available(None)
+        else:
+            per_key = limiter._available
     return LimiterReading(
         stats.limiter,
         stats.allowed,
@@ -577,4 +590,5 @@ def _read_limiter(limiter: Any, *, live: bool = True) -> LimiterReading:
         stats.rejected,
         waits(limiter),
         available,
+        per_key,
     )

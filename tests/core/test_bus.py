@@ -372,3 +372,111 @@ class TestRoutes:
 
         assert 1 == len(caplog.records)
         assert 2 == bus.statistics().handler_errors
+
+
+def ended_with(outcome, call_id=1):
+    return CallEnded(
+        time=1.0,
+        call_id=call_id,
+        outcome=outcome,
+        attempts=1,
+        duration=1.0,
+    )
+
+
+class TestOutcomes:
+    """A subscription may take only some outcomes of calls and attempts."""
+
+    def test_only_the_declared_outcomes_are_delivered(self):
+        """A plain subscription with outcomes for CallEnded sees only
+        those; its other types are unfiltered."""
+        bus = EventBus()
+        seen = []
+        bus.subscribe(
+            seen.append,
+            CallEnded,
+            CallStarted,
+            outcomes={CallEnded: {"failure"}},
+        )
+
+        bus.emit(ended_with("success", 1))
+        bus.emit(ended_with("failure", 2))
+        bus.emit(started(3))
+
+        assert [2, 3] == [e.call_id for e in seen]
+
+    def test_routes_take_declared_outcomes_only(self):
+        """A routed subscription filters its routed type the same way."""
+        bus = EventBus()
+        seen = []
+        bus.subscribe_routes(
+            {CallEnded: seen.append},
+            last=(CallEnded,),
+            outcomes={CallEnded: ("rejected", "failure")},
+        )
+
+        for i, outcome in enumerate(("success", "rejected", "fallback")):
+            bus.emit(ended_with(outcome, i))
+
+        assert ["rejected"] == [e.outcome for e in seen]
+
+    def test_wants_outcome(self):
+        """wants_outcome() is True when any handler takes that outcome:
+        an unfiltered one takes them all."""
+        bus = EventBus()
+        assert bus.wants_outcome(CallEnded, "success") is False
+
+        sub = bus.subscribe(
+            print, CallEnded, outcomes={CallEnded: {"failure"}}
+        )
+
+        assert bus.wants(CallEnded) is True
+        assert bus.wants_outcome(CallEnded, "failure") is True
+        assert bus.wants_outcome(CallEnded, "success") is False
+        assert bus.wants_outcome(AttemptEnded, "failure") is False
+
+        bus.subscribe(print, CallEnded)
+        assert bus.wants_outcome(CallEnded, "success") is True
+        sub.close()
+        assert bus.wants_outcome(CallEnded, "failure") is True
+
+    def test_a_failing_filtered_handler_is_isolated_and_reported_once(
+        self, caplog
+    ):
+        """A filtered handler that raises is isolated like any other,
+        logged once however many times it fails."""
+        bus = EventBus()
+        bus.subscribe(
+            lambda e: 1 / 0, CallEnded, outcomes={CallEnded: {"failure"}}
+        )
+
+        with caplog.at_level(logging.ERROR, logger="stormwall"):
+            bus.emit(ended_with("failure"))
+            bus.emit(ended_with("failure"))
+            bus.emit(ended_with("success"))
+
+        assert 1 == len(caplog.records)
+        assert 2 == bus.statistics().handler_errors
+
+    @pytest.mark.parametrize(
+        ("types", "outcomes"),
+        [
+            pytest.param((CallEnded,), [CallEnded], id="not-a-mapping"),
+            pytest.param(
+                (CallStarted,), {CallStarted: {"x"}}, id="no-outcome-field"
+            ),
+            pytest.param(
+                (AttemptEnded,), {CallEnded: {"failure"}}, id="not-subscribed"
+            ),
+            pytest.param((CallEnded,), {CallEnded: "failure"}, id="a-str"),
+            pytest.param((CallEnded,), {CallEnded: {1}}, id="not-str"),
+            pytest.param((CallEnded,), {int: {"failure"}}, id="not-event"),
+        ],
+    )
+    def test_bad_outcomes_are_config_errors(self, types, outcomes):
+        """outcomes= that is not a mapping of subscribed types with an
+        outcome to collections of str is refused, naming it."""
+        with pytest.raises(ConfigError) as info:
+            EventBus().subscribe(print, *types, outcomes=outcomes)
+
+        assert "outcomes" == info.value.parameter

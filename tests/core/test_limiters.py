@@ -1037,3 +1037,51 @@ class TestSlack:
     def test_slack_is_tiny(self):
         """The float tolerance is far below any meaningful wait."""
         assert SLACK <= 1e-9
+
+
+class TestAvailable:
+    """What the permits gauge reads: grantable now, read-only."""
+
+    @pytest.mark.parametrize(
+        ("make", "spend", "expected"),
+        [
+            pytest.param(lambda c: TokenBucket(10, 1, clock=c), 4, 6, id="tb"),
+            pytest.param(
+                lambda c: SlidingWindow(10, 5, clock=c), 4, 6, id="window"
+            ),
+            pytest.param(lambda c: LeakyBucket(1, clock=c), 1, 0, id="leaky"),
+        ],
+    )
+    def test_per_key_and_read_only(self, make, spend, expected):
+        """A key's permits after spending some; an unknown key is full and
+        is not created by the look; no key on a per-key limiter: None."""
+        clock = MockClock()
+        limiter = make(clock)
+        assert limiter.try_acquire("k", cost=spend)
+
+        assert expected == pytest.approx(limiter._available("k"))
+        assert limiter._available(None) is None
+        full = limiter._available("new")
+        assert full == (1.0 if isinstance(limiter, LeakyBucket) else 10.0)
+        assert 1 == limiter.statistics().keys
+
+    def test_window_room_comes_back_as_requests_leave(self):
+        """A sliding window's room grows back as its requests expire."""
+        clock = MockClock()
+        window = SlidingWindow(10, 5, per_key=False, clock=clock)
+        window.try_acquire("k", cost=4)
+        clock.advance(3)
+        window.try_acquire("k", cost=5)
+
+        assert 1 == window._available(None)
+        clock.advance(2)
+        assert 5 == window._available(None)
+
+    def test_owing_bucket_shows_zero(self):
+        """A token bucket owing permits shows 0, never a negative count."""
+        clock = MockClock()
+        bucket = TokenBucket(2, 1, per_key=False, clock=clock)
+        bucket.try_acquire("k", cost=2)
+        bucket.acquire("k", cost=2)  # waits, leaving the bucket owing
+
+        assert 0 <= bucket._available(None)

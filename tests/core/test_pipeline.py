@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import inspect
 import re
 import socket
@@ -38,7 +39,23 @@ from stormwall import (
     _async,
     _sync,
 )
-from stormwall._pipeline import INVOKE, RETURN, Call, StoredCall, Wait
+from stormwall._pipeline import (
+    INVOKE,
+    RETURN,
+    Call,
+    QuickCall,
+    StoredCall,
+    Wait,
+)
+from stormwall.events import (
+    AttemptEnded,
+    AttemptStarted,
+    BreakerStateChanged,
+    CallEnded,
+    CallStarted,
+    LimiterAllowed,
+    RetryScheduled,
+)
 from stormwall.testing import EventRecorder, MockClock
 
 
@@ -221,6 +238,171 @@ class TestSteps:
 
         assert ex.run("k", flaky) == "ok"
         assert len(calls) == 2
+
+
+# What a log exporter whose logger drops successes takes.
+FAILURES = {
+    AttemptEnded: {"failure", "timeout", "cancelled"},
+    CallEnded: {"failure", "rejected", "fallback", "cancelled"},
+}
+
+
+class TestObservedQuickWay:
+    """Somebody listens: the quick way in, reporting what a Call would."""
+
+    def _hushed(self, threshold=5):
+        ex = _executor(
+            limiter=TokenBucket(10, 10),
+            circuit_breaker=CircuitBreaker(failure_threshold=threshold),
+            retry_policy=RetryPolicy(
+                max_attempts=3, base_delay=1, jitter=None
+            ),
+        )
+        seen = []
+        ex.bus.subscribe(
+            seen.append,
+            AttemptEnded,
+            CallEnded,
+            RetryScheduled,
+            BreakerStateChanged,
+            outcomes=FAILURES,
+        )
+        return ex, seen
+
+    def test_a_success_takes_the_quick_way_and_builds_nothing(self):
+        """After the call that tells the listener what the executor is
+        made of, a call starts as a QuickCall; its success builds no
+        context and no event."""
+        ex, seen = self._hushed()
+        first = ex._pipeline.enter("k")
+        first.admit()
+        first.succeeded(1)
+
+        call = ex._pipeline.enter("k")
+
+        assert Call is first.__class__
+        assert QuickCall is call.__class__
+        assert call.ctx is None
+        assert INVOKE is call.admit()
+        assert RETURN is call.succeeded(2)
+        assert 2 == call.value
+        assert 1 == ex.run("k", lambda: 1)
+        assert [] == seen
+
+    def test_a_listener_of_successes_gets_a_context(self):
+        """A subscriber to CallStarted, or to successful outcomes, makes
+        the quick call build its context and report; one to the limiter's
+        grants makes every call a full Call."""
+        ex, _ = self._hushed()
+        ex.run("k", lambda: 1)
+        sub = ex.bus.subscribe(print, CallStarted)
+        ex.run("k", lambda: 1)
+
+        assert ex._pipeline.enter("k").ctx is not None
+
+        sub.close()
+        assert ex._pipeline.enter("k").ctx is None
+        ex.bus.subscribe(print, LimiterAllowed)
+        ex.run("k", lambda: 1)
+        assert Call is ex._pipeline.enter("k").__class__
+
+    @pytest.mark.parametrize("fails", [False, True], ids=["success", "retry"])
+    def test_an_observed_quick_call_reports_what_a_call_reports(self, fails):
+        """With every call event taken, a quick call reports the same
+        events, times and durations as a Call."""
+
+        def trace(quick):
+            ex = _executor(
+                limiter=TokenBucket(10, 10),
+                circuit_breaker=CircuitBreaker(),
+                retry_policy=RetryPolicy(
+                    max_attempts=3, base_delay=1, jitter=None
+                ),
+            )
+            ex._pipeline.quick = quick
+            clock = ex._clock
+            seen = []
+            ex.run("k", lambda: 1)
+            ex.bus.subscribe(seen.append, CallStarted, AttemptStarted)
+            ex.bus.subscribe(seen.append, AttemptEnded, CallEnded)
+            ex.bus.subscribe(seen.append, RetryScheduled)
+            ex.run("k", lambda: 1)
+            seen.clear()
+            attempts = []
+
+            def work():
+                clock.advance(0.5)
+                attempts.append(1)
+                if fails and len(attempts) == 1:
+                    raise ValueError
+                return 1
+
+            assert quick is (ex._pipeline.enter("k").__class__ is QuickCall)
+            assert 1 == ex.run("k", work)
+            return [
+                (
+                    type(e).__name__,
+                    e.time,
+                    e.attempt,
+                    getattr(e, "outcome", None),
+                    getattr(e, "duration", None),
+                )
+                for e in seen
+            ]
+
+        quick = trace(quick=True)
+
+        assert trace(quick=False) == quick
+        assert ("CallEnded", "success") == (quick[-1][0], quick[-1][3])
+
+    @pytest.mark.parametrize(
+        ("threshold", "error"),
+        [
+            pytest.param(5, ValueError, id="retried"),
+            pytest.param(1, ValueError, id="breaker-opens"),
+            pytest.param(5, KeyboardInterrupt, id="interrupted"),
+        ],
+    )
+    def test_a_failure_reports_what_a_full_call_reports(
+        self, threshold, error
+    ):
+        """A hushed call whose first attempt fails reports the same events,
+        times and durations as a call that went through a Call, with the
+        call's identity."""
+
+        def trace(hushed):
+            ex, seen = self._hushed(threshold)
+            ex._pipeline.quick = hushed
+            clock = ex._clock
+            ex.run("k", lambda: 1)
+            attempts = []
+
+            def flaky():
+                clock.advance(0.5)
+                attempts.append(1)
+                if len(attempts) == 1:
+                    raise error
+                return 1
+
+            assert hushed is (ex._pipeline.enter("k").__class__ is QuickCall)
+            with contextlib.suppress(error, CircuitOpenError):
+                ex.run("k", flaky)
+            assert all(e.call_id is not None for e in seen)
+            return [
+                (
+                    type(e).__name__,
+                    e.time,
+                    e.attempt,
+                    getattr(e, "outcome", None),
+                    getattr(e, "duration", None),
+                )
+                for e in seen
+            ]
+
+        hushed = trace(hushed=True)
+
+        assert trace(hushed=False) == hushed
+        assert ("AttemptEnded", 0.5) == (hushed[0][0], hushed[0][4])
 
 
 class TestAwaitedBreaker:

@@ -176,6 +176,26 @@ class TestPanels:
             "Backends",
         ] == rows
 
+    def test_each_state_gauge_sits_in_its_row(self, dashboard):
+        """A gauge panel sits under the row of what it measures: the
+        retry budget with the retries, the limit with the bulkheads."""
+        row, rows = None, {}
+        for panel in sorted(
+            dashboard["panels"],
+            key=lambda p: (p["gridPos"]["y"], p["gridPos"]["x"]),
+        ):
+            if panel["type"] == "row":
+                row = panel["title"]
+            else:
+                rows[panel["title"]] = row
+
+        assert "Retries" == rows["Retry budget available"]
+        assert "Bulkheads" == rows["Bulkhead limit"]
+        assert (
+            "Rate limiters" == rows["Limiter permits available (global tiers)"]
+        )
+        assert "Circuit breakers" == rows["Breaker failure and slow-call rate"]
+
     def test_backend_row_charts_errors_and_policy_decisions(self, dashboard):
         """A Redis outage shows: failed round trips by error type, and the
         calls on_backend_error decided, per component."""

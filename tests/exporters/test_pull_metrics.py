@@ -31,10 +31,12 @@ from stormwall import (  # noqa: E402
     Bulkhead,
     CircuitBreaker,
     EventBus,
+    LeakyBucket,
     MockClock,
     ResilientExecutor,
     RetryBudget,
     RetryPolicy,
+    SlidingWindow,
     TokenBucket,
     tally,
 )
@@ -212,6 +214,79 @@ class TestGauges:
                 limiter="global",
             )
         )
+
+    @pytest.mark.parametrize(
+        ("make", "spend", "expected"),
+        [
+            pytest.param(
+                lambda c: SlidingWindow(10, 60, per_key=False, clock=c),
+                3,
+                7,
+                id="sliding-window",
+            ),
+            pytest.param(
+                lambda c: LeakyBucket(1, per_key=False, clock=c),
+                1,
+                0,
+                id="leaky-bucket-busy",
+            ),
+            pytest.param(
+                lambda c: LeakyBucket(1, per_key=False, clock=c),
+                0,
+                1,
+                id="leaky-bucket-idle",
+            ),
+        ],
+    )
+    def test_available_permits_of_every_global_limiter(
+        self, paths, make, spend, expected
+    ):
+        """A global sliding window shows its room left in the window, a
+        global leaky bucket 1 when a request would go at once, else 0, on
+        both paths."""
+        limiter = make(MockClock())
+        ResilientExecutor("svc", limiter=limiter, bus=paths.bus)
+        if spend:
+            assert limiter.try_acquire("anyone", cost=spend)
+        name = limiter.name
+
+        assert expected == paths.scrape(
+            "stormwall_rate_limiter_available_permits", limiter=name
+        )
+        assert expected == point(
+            paths.collect(),
+            "stormwall.rate_limiter.available_permits",
+            limiter=name,
+        )
+
+    def test_available_permits_per_key_under_the_key_label_cap(self):
+        """With key_label_limit, the permits gauge has a key label: a
+        per-key limiter's permits for each key the label names (never
+        "__other__"), a global one's under the key ""."""
+        registry = CollectorRegistry()
+        bus = EventBus()
+        PrometheusExporter(registry, key_label_limit=2).attach(bus)
+        clock = MockClock()
+        keyed = TokenBucket(10, 1e-9, name="keyed", clock=clock)
+        window = SlidingWindow(5, 60, name="global", per_key=False)
+        ex = ResilientExecutor("svc", limiter=keyed, clock=clock, bus=bus)
+        ResilientExecutor("other", limiter=window, clock=clock, bus=bus)
+        for key in ("a", "a", "b", "c"):
+            ex.run(key, lambda: 1)
+        assert keyed.try_acquire("b", cost=4)
+        assert window.try_acquire("x", cost=2)
+
+        def permits(**labels):
+            return registry.get_sample_value(
+                "stormwall_rate_limiter_available_permits", labels
+            )
+
+        assert 8 == pytest.approx(permits(limiter="keyed", key="a"))
+        assert 5 == pytest.approx(permits(limiter="keyed", key="b"))
+        assert None is permits(limiter="keyed", key="c")
+        assert None is permits(limiter="keyed", key="__other__")
+        assert 3 == permits(limiter="global", key="")
+        assert "NaN" not in generate_latest(registry).decode()
 
     def test_per_key_limiter_has_no_permit_gauge(self, paths):
         """A per-key limiter has no global permit count: absent."""
@@ -495,3 +570,56 @@ class TestLogFiltering:
 
         assert () == bus._subs
         assert "" == out.getvalue()
+
+    def test_successes_below_the_level_build_nothing(self):
+        """Behind a filtering logger at INFO, calls and attempts are taken
+        only for the outcomes that log at INFO or above: a success takes
+        the quick way in and logs nothing, a failure still logs its lines
+        with the call's identity."""
+        from stormwall import MockClock, RetryPolicy
+        from stormwall._pipeline import QuickCall
+        from stormwall.events import AttemptEnded, CallEnded
+
+        out = io.StringIO()
+        logger = structlog.wrap_logger(
+            structlog.PrintLogger(out),
+            wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+            processors=[
+                structlog.processors.add_log_level,
+                structlog.processors.KeyValueRenderer(sort_keys=True),
+            ],
+        ).bind()
+        bus = EventBus()
+        sub = StructlogExporter(logger).attach(bus)
+        ex = ResilientExecutor(
+            "svc",
+            retry_policy=RetryPolicy(max_attempts=2, base_delay=0),
+            clock=MockClock(),
+            bus=bus,
+        )
+
+        assert "success" not in sub.filters[CallEnded].outcomes
+        assert "success" not in sub.filters[AttemptEnded].outcomes
+        assert 1 == ex.run("k", lambda: 1)
+        assert QuickCall is ex._pipeline.enter("k").__class__
+        assert 1 == ex.run("k", lambda: 1)
+        assert "" == out.getvalue()
+
+        with pytest.raises(ValueError, match="boom"):
+            ex.run("k", _boom)
+
+        lines = out.getvalue().splitlines()
+        assert [
+            "event='stormwall.attempt.ended'",
+            "event='stormwall.retry.scheduled'",
+            "event='stormwall.attempt.ended'",
+            "event='stormwall.call.ended'",
+        ] == [
+            next(f for f in line.split() if f.startswith("event="))
+            for line in lines
+        ]
+        assert all("call_id=" in line for line in lines)
+
+
+def _boom():
+    raise ValueError("boom")

@@ -457,6 +457,12 @@ class TokenBucketPolicy(_BucketPolicy):
             return self.capacity
         return self.capacity - (state.tat - now) * self.rate
 
+    def available(self, state: BucketState | None, now: float) -> float:
+        """The permits grantable at ``now`` without a wait (never < 0)."""
+        if state is None:
+            return float(self.capacity)
+        return max(0.0, float(self.tokens(state, now)))
+
 
 class LeakyBucketPolicy(_BucketPolicy):
     """
@@ -474,6 +480,20 @@ class LeakyBucketPolicy(_BucketPolicy):
     def _ready(self, tat: float, span: float) -> float:  # noqa: ARG002
         # No burst: the next request goes when the previous one has leaked.
         return tat
+
+    def available(self, state: BucketState | None, now: float) -> float:
+        """
+        1.0 when a request would go at once at ``now``, else 0.0.
+
+        A shaper has no burst: whatever its cost, the next request goes
+        when the previous one has leaked, one at a time.
+        """
+        if state is None:
+            return 1.0
+        pending = state.pending
+        if state.tat - now <= SLACK and (not pending or pending[-1].at <= now):
+            return 1.0
+        return 0.0
 
     def queue_full(self, state: _State, now: float) -> bool:
         """Whether ``capacity`` callers are already waiting."""
@@ -643,6 +663,20 @@ class SlidingWindowPolicy(_Replay):
         state.entries = None
         state.total = 0.0
         return served
+
+    def available(self, state: WindowState | None, now: float) -> float:
+        """
+        The cost admissible at ``now`` without a wait (never < 0).
+
+        A read-only look: what has left the window is not taken out.
+        """
+        if state is None:
+            return float(self.limit)
+        pending = state.pending
+        if pending and pending[-1].at > now:
+            return 0.0  # callers are queued: a new one waits behind them
+        used = sum(cost for expires, cost in _rows(state) if expires > now)
+        return max(0.0, float(self.limit - used))
 
     def full(self, state: WindowState, now: float) -> bool:
         """Whether forgetting the state would change no decision."""

@@ -86,14 +86,20 @@ class Attachments:
         bus: object,
         handler: Callable[[events.Event], object],
         types: tuple[type[events.Event], ...],
+        outcomes: Mapping[type[events.Event], frozenset[str]] | None = None,
     ) -> Subscription:
-        """Subscribe ``handler`` to ``types`` on ``bus``, once per bus."""
+        """
+        Subscribe ``handler`` to ``types`` on ``bus``, once per bus.
+
+        ``outcomes``: for types with an outcome, the only outcomes to take
+        (`EventBus.subscribe`).
+        """
         target = target_bus(bus)
         with self._lock:
             sub = self._existing(target)
             if sub is None:
                 if types:
-                    sub = target.subscribe(handler, *types)
+                    sub = target.subscribe(handler, *types, outcomes=outcomes)
                 else:
                     # Nothing to receive: a quiet subscription, which does
                     # not make executors build call contexts either.

@@ -21,7 +21,7 @@ from ._vocabulary import (
     ATTEMPT_OUTCOMES,
     BREAKER_STATES,
     CALL_OUTCOMES,
-    CALL_SPAN,
+    CALL_SPANS,
 )
 
 
@@ -294,7 +294,7 @@ def trace_ids(event: Event | None = None) -> dict[str, str]:
 
     That is the active OpenTelemetry span, except for a call's own events
     (not an attempt's) while one of its attempt spans is active: they carry
-    the call span, which `TracingExporter` keeps in the context. The bus
+    the call span, which `TracingExporter` keeps in `CALL_SPANS`. The bus
     runs the tracing exporter's span openings first and closings last, so
     the right span is active whatever the exporters' order.
 
@@ -303,16 +303,16 @@ def trace_ids(event: Event | None = None) -> dict[str, str]:
     otel = _otel()
     if otel is None:
         return {}
-    trace, context = otel
-    span = trace.get_current_span()
+    trace, _ = otel
+    span = None
     if (
         event is not None
         and event.call_id is not None
         and event.name not in _ATTEMPT_EVENTS
     ):
-        call = context.get_value(CALL_SPAN)
-        if call is not None and call[0] == event.call_id:
-            span = call[1]
+        span = CALL_SPANS.get(event.call_id)
+    if span is None:
+        span = trace.get_current_span()
     span_context = span.get_span_context()
     if not span_context.is_valid:
         return {}
@@ -365,3 +365,41 @@ def highest_level(cls: type[Event], levels: Mapping[str, int | None]) -> int:
         if level is not None and (name == cls.name or name.startswith(prefix))
     ]
     return max(found, default=0)
+
+
+def passing_outcomes(
+    types: Iterable[type[Event]],
+    levels: Mapping[str, int | None],
+    floor: int = 0,
+) -> dict[type[Event], frozenset[str]]:
+    """
+    For the types with an outcome, the outcomes whose line can be logged.
+
+    A line passes when its level (the qualified one first) is set and at
+    least ``floor``. A type all of whose outcomes pass is left out: it
+    needs no filter. Subscribed with these (`EventBus.subscribe`), an
+    exporter whose logger drops successes makes a success build nothing.
+    """
+    found: dict[type[Event], frozenset[str]] = {}
+    for cls in types:
+        if "outcome" not in getattr(cls, "__dataclass_fields__", {}):
+            continue
+        outcomes = QUALIFIERS.get(cls.name, ())
+        passing = frozenset(
+            outcome
+            for outcome in outcomes
+            if (level := _outcome_level(cls.name, outcome, levels)) is not None
+            and level >= floor
+        )
+        if len(passing) < len(outcomes):
+            found[cls] = passing
+    return found
+
+
+def _outcome_level(
+    name: str, outcome: str, levels: Mapping[str, int | None]
+) -> int | None:
+    qualified = f"{name}:{outcome}"
+    if qualified in levels:
+        return levels[qualified]
+    return levels.get(name)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from stormwall import CircuitState, ConfigError
 from stormwall import tally as _tally_api
@@ -231,7 +231,9 @@ LIMITER_AVAILABLE = MetricSpec(
     "stormwall_rate_limiter_available_permits",
     "gauge",
     "{permit}",
-    "Permits a global token bucket (one shared by every key) could grant now.",
+    "Permits a global limiter (one state shared by every key) could grant "
+    "now without a wait: a token bucket's tokens, a sliding window's room, "
+    "a leaky bucket's 1 or 0 (per key too, under the key-label cap).",
     ("limiter",),
 )
 BULKHEAD_LIMIT = MetricSpec(
@@ -330,6 +332,11 @@ class KeyLabels:
         """Whether keys are labels at all (``limit > 0``)."""
         return self.limit > 0
 
+    def named(self) -> list[str]:
+        """The keys that are labels of their own, sorted."""
+        with self._lock:
+            return sorted(self._seen)
+
     def __call__(self, key: str | None) -> str:
         if key is None:
             return ""
@@ -372,11 +379,13 @@ class Newest:
 
 # -- traces -------------------------------------------------------------------
 
-CALL_SPAN: Final = "stormwall.call_span"
+CALL_SPANS: Final[dict[int, Any]] = {}
 """
-The OpenTelemetry context key under which `TracingExporter` keeps
-``(call_id, call span)`` for as long as the call span is current (and its
-attempts' spans, which sit on it).
+``call_id`` -> the call's span, kept by `TracingExporter` from CallStarted to
+CallEnded, so a log line of a call's own event carries the call span even
+while one of its attempt spans is current. Single dict operations are
+atomic, and each entry is only touched by the thread or task running its
+call (call ids are unique in the process).
 """
 
 

@@ -38,6 +38,7 @@ from ._logs import (
     fixed_levels,
     level_of,
     log_fields,
+    passing_outcomes,
     resolve_levels,
     trace_ids,
 )
@@ -129,7 +130,14 @@ class LoggingExporter:
         Raises:
             ConfigError: ``bus`` is not an `EventBus`.
         """
-        return self._attachments.attach(bus, self._handle, self._types)
+        # Outcomes silenced by ``levels`` (None) are not even built; the
+        # logger's own level may change at run time, so it is not asked.
+        return self._attachments.attach(
+            bus,
+            self._handle,
+            self._types,
+            passing_outcomes(self._types, self._levels),
+        )
 
     def _handle(self, event: Event) -> None:
         level = self._fixed.get(type(event), _QUALIFIED)

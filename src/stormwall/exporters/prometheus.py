@@ -174,7 +174,10 @@ class PrometheusExporter:
     permits, bulkhead limit, retry budget). With ``key_label_limit`` or in
     multiprocess mode it follows the events instead (push), since the
     counts are per executor, not per key, and multiprocess values must go
-    through ``prometheus_client``'s files.
+    through ``prometheus_client``'s files; the state gauges are still read
+    at scrape time, and with ``key_label_limit`` the permits gauge has a
+    ``key`` label too: each per-key limiter's permits for every key the
+    label names (``""`` for a global limiter).
 
     Args:
         registry: Where the metrics are registered (default:
@@ -182,8 +185,9 @@ class PrometheusExporter:
         key_label_limit: ``0`` (the default) never makes the call key a
             label: user ids as labels would explode the series count. ``N >
             0`` adds a ``key`` label to ``stormwall_calls_total``,
-            ``stormwall_call_duration_seconds`` and
-            ``stormwall_rate_limiter_requests_total``, with the first ``N``
+            ``stormwall_call_duration_seconds``,
+            ``stormwall_rate_limiter_requests_total`` and
+            ``stormwall_rate_limiter_available_permits``, with the first ``N``
             distinct keys as themselves and every later one as
             ``"__other__"``. Choose ``N`` from the handful of keys you want
             to tell apart (tenants, endpoints), not from the number of users:
@@ -603,9 +607,45 @@ class _Collector:
         """Every family, read now."""
         exporter = self._exporter
         readings = [tally.read(bus) for bus in exporter._attachments.buses()]
+        keys = exporter._keys
         for family in vocab.families(readings, exporter._backend):
-            if family.spec.otel_name in self._names:
+            if family.spec.otel_name not in self._names:
+                continue
+            if keys is not None and family.spec is vocab.LIMITER_AVAILABLE:
+                yield _keyed_permits(family, readings, keys)
+            else:
                 yield _fill(family)
+
+
+def _keyed_permits(
+    family: vocab.Family,
+    readings: list[tally.Reading],
+    keys: vocab.KeyLabels,
+) -> Metric:
+    """
+    The permits gauge with a ``key`` label, as the other keyed metrics.
+
+    A global limiter's series has the key ``""`` (as a call without a key
+    would); a per-key limiter has one series per key the label names,
+    never one for ``"__other__"`` (the permits of many keys are no one
+    number).
+    """
+    spec = family.spec
+    metric = GaugeMetricFamily(
+        spec.prometheus_name, spec.description, labels=(*spec.labels, "key")
+    )
+    for labels, value in family.values.items():
+        metric.add_metric([*labels, ""], float(value))
+    named = keys.named()
+    for reading in readings:
+        for limiter in reading.limiters:
+            if limiter.per_key is None:
+                continue
+            for key in named:
+                permits = limiter.per_key(key)
+                if permits is not None:
+                    metric.add_metric([limiter.name, key], permits)
+    return metric
 
 
 def _family(spec: vocab.MetricSpec) -> Metric:

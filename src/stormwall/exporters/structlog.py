@@ -35,6 +35,7 @@ from ._logs import (
     highest_level,
     level_of,
     log_fields,
+    passing_outcomes,
     resolve_levels,
     trace_ids,
 )
@@ -223,7 +224,13 @@ class StructlogExporter:
         Raises:
             ConfigError: ``bus`` is not an `EventBus`.
         """
-        return self._attachments.attach(bus, self._handle, self._passing())
+        types = self._passing()
+        return self._attachments.attach(
+            bus,
+            self._handle,
+            types,
+            passing_outcomes(types, self._levels, self._floor),
+        )
 
     def _passing(self) -> tuple[type[Event], ...]:
         """
@@ -232,7 +239,9 @@ class StructlogExporter:
         A logger that knows its level (structlog's filtering bound logger,
         ``get_effective_level()``) is asked once, here: an event type none of
         whose lines reaches that level is not subscribed to, so executors do
-        not even build it (a line filtered out costs nothing). A lazy proxy
+        not even build it (a line filtered out costs nothing); likewise for
+        the outcomes of calls and attempts (`passing_outcomes`), so with
+        successes below the level a success builds nothing. A lazy proxy
         (``structlog.get_logger()``) is not asked: it may be configured later,
         and structlog filters its lines itself.
         """
