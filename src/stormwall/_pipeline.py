@@ -451,15 +451,7 @@ class Pipeline:
                     ctx = call.ctx = CallContext(
                         self.name, key, next(_call_ids), bus
                     )
-                    if wanted.call_started:
-                        bus.emit(
-                            _call_started(
-                                time=started,
-                                executor=self.name,
-                                key=key,
-                                call_id=ctx.call_id,
-                            )
-                        )
+                    self.call_started(ctx, started)
                 return call
         return self.call(key)
 
@@ -511,18 +503,9 @@ class Pipeline:
             if bus.generation != self.observed_generation:
                 self.observed_generation = bus.generation
                 self.announce(ctx)
-            wanted = self.wanted
-            if wanted.version != bus._version:
-                wanted = self.refresh()
-            if wanted.call_started:
-                bus.emit(
-                    _call_started(
-                        time=now,
-                        executor=self.name,
-                        key=key,
-                        call_id=ctx.call_id,
-                    )
-                )
+            if self.wanted.version != bus._version:
+                self.refresh()
+            self.call_started(ctx, now)
         return ctx
 
     def announce(self, ctx: CallContext) -> None:
@@ -542,6 +525,33 @@ class Pipeline:
                 bulkhead=None if bulkhead is None else bulkhead.name,
             )
         )
+
+    def attempt_started(
+        self, ctx: CallContext, attempt: int, now: float
+    ) -> None:
+        ctx.attempt = attempt
+        ctx.attempt_at = now
+        if self.wanted.attempt_started:
+            self.bus.emit(
+                _attempt_started(
+                    time=now,
+                    executor=self.name,
+                    key=ctx.key,
+                    call_id=ctx.call_id,
+                    attempt=attempt,
+                )
+            )
+
+    def call_started(self, ctx: CallContext, now: float) -> None:
+        if self.wanted.call_started:
+            self.bus.emit(
+                _call_started(
+                    time=now,
+                    executor=self.name,
+                    key=ctx.key,
+                    call_id=ctx.call_id,
+                )
+            )
 
     def attempt_ended(
         self,
@@ -829,22 +839,10 @@ class Call:
         ctx = self.ctx
         t0 = self.t0 = pipe.now() if self.timed else 0.0
         if ctx is not None:
-            # AttemptStarted, built here: the observed hot path.
-            ctx.attempt = attempt = self.attempt
-            ctx.attempt_at = t0
-            if pipe.wanted.attempt_started:
-                try:
-                    pipe.bus.emit(
-                        _attempt_started(
-                            time=t0,
-                            executor=pipe.name,
-                            key=ctx.key,
-                            call_id=ctx.call_id,
-                            attempt=attempt,
-                        )
-                    )
-                except BaseException as exc:  # noqa: BLE001 - see the driver
-                    return self.failed(exc)
+            try:
+                pipe.attempt_started(ctx, self.attempt, t0)
+            except BaseException as exc:  # noqa: BLE001 - see the driver
+                return self.failed(exc)
         return INVOKE
 
     # -- record ---------------------------------------------------------------
@@ -1185,21 +1183,10 @@ class QuickCall(Call):
         if ctx is not None:
             pipe = self.pipe
             t0 = self.t0 = pipe.now()
-            ctx.attempt = 1
-            ctx.attempt_at = t0
-            if pipe.wanted.attempt_started:
-                try:
-                    pipe.bus.emit(
-                        _attempt_started(
-                            time=t0,
-                            executor=pipe.name,
-                            key=ctx.key,
-                            call_id=ctx.call_id,
-                            attempt=1,
-                        )
-                    )
-                except BaseException as exc:  # noqa: BLE001 - see the driver
-                    return self.failed(exc)
+            try:
+                pipe.attempt_started(ctx, 1, t0)
+            except BaseException as exc:  # noqa: BLE001 - see the driver
+                return self.failed(exc)
         return INVOKE
 
     def succeeded(self, result: Any) -> Step | Wait:
@@ -1209,39 +1196,10 @@ class QuickCall(Call):
             pipe.settle(self.permit, 0.0, None)
             self.value = result
             return RETURN
-        now = pipe.now()
-        ctx.attempt_at = None
-        wanted = pipe.wanted
-        if "success" in wanted.attempt_ended:
-            pipe.bus.emit(
-                _attempt_ended(
-                    time=now,
-                    executor=pipe.name,
-                    key=ctx.key,
-                    call_id=ctx.call_id,
-                    attempt=1,
-                    outcome="success",
-                    duration=now - self.t0,
-                    error=None,
-                )
-            )
+        pipe.attempt_ended(ctx, "success", pipe.now() - self.t0, None)
         pipe.settle(self.permit, 0.0, None)
         self.value = result
-        ctx.ended = True
-        if "success" in wanted.call_ended:
-            now = pipe.now()
-            pipe.bus.emit(
-                _call_ended(
-                    time=now,
-                    executor=pipe.name,
-                    key=ctx.key,
-                    call_id=ctx.call_id,
-                    outcome="success",
-                    attempts=1,
-                    duration=now - self.started,
-                    error=None,
-                )
-            )
+        pipe.call_ended(ctx, "success", 1, self.started, None)
         return RETURN
 
     def _become_call(self) -> None:

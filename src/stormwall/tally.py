@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ._bus import EventBus, Subscription, default_bus
-from ._errors import ConfigError
+from ._component import check_bus
 from ._tally import (
     BUCKETS,
     BreakerReading,
@@ -63,13 +63,8 @@ __all__ = [
 
 
 def _bus(bus: object) -> EventBus:
-    if bus is None:
-        return default_bus
-    if not isinstance(bus, EventBus):
-        raise ConfigError(
-            "bus", f"expected an EventBus, got {type(bus).__name__}"
-        )
-    return bus
+    """``bus``, or `stormwall.default_bus` for ``None`` (the core's check)."""
+    return check_bus("bus", bus) or default_bus
 
 
 class _Counting(Subscription):
