@@ -34,6 +34,7 @@ from ._clock import Waiter
 from ._component import Component
 from ._core._keystore import KeyStore
 from ._core._limiters import (
+    SLACK,
     LeakyBucketPolicy,
     SlidingWindowPolicy,
     TokenBucketPolicy,
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
     from ._clock import Clock
     from ._component import CallContext
     from ._composite import CompositeLimiter
-    from ._core._limiters import Reservation
+    from ._core._limiters import BucketState, Reservation
     from ._events import Event
 
 
@@ -335,6 +336,15 @@ class Limiter(Component):
         """
         return False
 
+    def _grab(self, key: str) -> bool:  # noqa: ARG002 - see _KeyedLimiter
+        """
+        `_take` for a call nobody hears, noting nothing: the quick way in.
+
+        Takes 1 permit for ``key`` (a str) if that needs no wait, reports
+        nothing and notes no receipt. This default grants nothing at once.
+        """
+        return False
+
     def _acquire(
         self,
         key: str,
@@ -597,6 +607,24 @@ class _KeyedLimiter(Limiter):
             receipt.append((self, state, now, 1))
         return True
 
+    def _grab(self, key: str) -> bool:
+        # `_take` with nobody to tell and nothing to note: the quick way in.
+        lock = self._lock
+        lock.acquire()
+        try:
+            now = self._clock.now()
+            state = (
+                self._shared
+                or self._keys.get(key)
+                or self._store.get(key, now)
+            )
+            if self._policy.admit(state, now, 1):
+                return False
+            self._allowed += 1
+            return True
+        finally:
+            lock.release()
+
     def _acquire(
         self,
         key: str,
@@ -840,6 +868,35 @@ class TokenBucket(_KeyedLimiter):
             clock,
             bus,
         )
+
+    def _grab(self, key: str) -> bool:
+        # `_KeyedLimiter._grab` with `TokenBucketPolicy.admit` inlined for 1
+        # permit (the same float operations in the same order; a test holds
+        # the two to the same decisions): the hottest path of the library,
+        # where a call frame is a tenth of the cost.
+        lock = self._lock
+        lock.acquire()
+        try:
+            now = self._clock.now()
+            # A token bucket keeps `BucketState`s.
+            state: BucketState = (
+                self._shared  # type: ignore[assignment]
+                or self._keys.get(key)
+                or self._store.get(key, now)
+            )
+            policy: TokenBucketPolicy = self._policy
+            span = policy.unit
+            tat = state.tat
+            pending = state.pending
+            if tat + span - policy.tau - now <= SLACK and (
+                not pending or pending[-1].at <= now
+            ):
+                state.tat = (tat if tat > now else now) + span  # noqa: FURB136
+                self._allowed += 1
+                return True
+            return False
+        finally:
+            lock.release()
 
     @property
     def capacity(self) -> float:

@@ -415,7 +415,7 @@ class Pipeline:
             # bumping it (see `CircuitBreaker._admit`).
             permit = 0 if rec is None else rec.generation
             if (rec is None or rec.state is CLOSED) and (
-                limiter is None or limiter._take(key, None, None)
+                limiter is None or limiter._grab(key)
             ):
                 return permit
         return self.call(key)
@@ -442,7 +442,7 @@ class Pipeline:
             started = self.now()
             permit = 0 if rec is None else rec.generation
             if (rec is None or rec.state is CLOSED) and (
-                limiter is None or limiter._take(key, None, None)
+                limiter is None or limiter._grab(key)
             ):
                 call = QuickCall(self, key, permit, started)
                 if not wanted.hushed:

@@ -264,3 +264,74 @@ def test_retry_after_is_exact_at_any_epoch(start, build):
             clock.advance(exc.retry_after)
             assert limiter.try_acquire(cost=0.7), (i, clock.now())
         clock.advance(steps[i % len(steps)])
+
+
+QUICK_TAKERS = [
+    pytest.param(lambda clock: TokenBucket(2, 1.3, clock=clock), id="token"),
+    pytest.param(
+        lambda clock: TokenBucket(1.3, 0.3, per_key=False, clock=clock),
+        id="token-shared",
+    ),
+    pytest.param(
+        lambda clock: TokenBucket(2, 1 / 3, max_keys=2, clock=clock),
+        id="token-bounded",
+    ),
+    pytest.param(lambda clock: LeakyBucket(1.3, clock=clock), id="leaky"),
+    pytest.param(
+        lambda clock: SlidingWindow(2, 1.7, clock=clock), id="window"
+    ),
+    pytest.param(
+        lambda clock: CompositeLimiter(TokenBucket(2, 1.3), clock=clock),
+        id="composite",
+    ),
+]
+
+quick_steps = st.lists(
+    st.tuples(
+        advances,
+        keys,
+        st.sampled_from(["grab", "grab", "try", "book"]),
+        st.sampled_from([0.3, 0.7, 1, 1.3]),
+        st.floats(min_value=0.0, max_value=3.0, allow_nan=False),
+    ),
+    min_size=1,
+    max_size=80,
+)
+
+
+def _book(limiter, clock, key, cost, later):
+    """Queue a waiter for ``key`` (a reservation ``later`` s from now)."""
+    with limiter._lock:
+        now = clock.now()
+        state = limiter._state(key, now)
+        policy = limiter._policy
+        at = policy.earliest(state, now, cost, now + later)
+        policy.take(state, now, cost, at)
+
+
+@SETTINGS
+@given(plan=quick_steps)
+@pytest.mark.parametrize("build", QUICK_TAKERS)
+def test_the_quick_take_decides_as_take(build, plan):
+    """
+    `_grab`, the pipeline's quick way in (written out for the token bucket,
+    the hottest path there is), decides exactly as `_take`, which asks the
+    policy, and leaves the same state behind: twin limiters, one asked
+    through each, with waiters queued in between, agree on every step.
+    """
+    clocks = MockClock(start=100.37), MockClock(start=100.37)
+    quick, slow = build(clocks[0]), build(clocks[1])
+    composite = isinstance(quick, CompositeLimiter)
+    for advance, key, op, cost, later in plan:
+        for clock in clocks:
+            clock.advance(advance)
+        if op == "grab":
+            assert quick._grab(key) is slow._take(key, None, None)
+        elif op == "try":
+            assert quick.try_acquire(key, cost) is slow.try_acquire(key, cost)
+        elif not composite:
+            _book(quick, clocks[0], key, cost, later)
+            _book(slow, clocks[1], key, cost, later)
+        assert quick.statistics() == slow.statistics()
+        if isinstance(quick, TokenBucket):
+            assert quick.tokens(key) == slow.tokens(key)

@@ -282,10 +282,13 @@ class _Replay:
 class _BucketPolicy(_Replay):
     """GCRA shared by the token and the leaky bucket."""
 
-    __slots__ = ("rate", "tau")
+    __slots__ = ("rate", "tau", "unit")
 
     def __init__(self, rate: float, tau: float) -> None:
         self.rate = rate
+        # The span of 1 permit, as ``cost / rate`` gives it for ``cost=1``
+        # (the quick way in charges 1 permit; a division is a tenth of it).
+        self.unit = 1 / rate
         # Burst tolerance in seconds: how far ahead of now ``tat`` may run
         # while requests are still admitted at once.
         self.tau = tau
