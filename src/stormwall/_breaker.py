@@ -29,6 +29,8 @@ from ._core._breaker import (
     CircuitState,
     Transition,
 )
+from ._core._health import MAX_WINDOW_SIZE
+from ._core._window import MIN_DURATION
 from ._errors import CircuitOpenError, ConfigError
 from ._events import BreakerRejected, BreakerStateChanged
 from ._store import Admission, BreakerStore, SharedCore, Snapshot
@@ -145,11 +147,14 @@ class CircuitBreaker(Component):
             turns the rule off. Set it for dependencies that fail partially.
         window_size: How many of the latest calls the rate rules look at
             (a count-based window). Larger is steadier but slower to react;
-            pick roughly the calls of 10-60 s of normal traffic. Ignored
-            when ``window_duration`` is set.
+            pick roughly the calls of 10-60 s of normal traffic. At most
+            1,000,000: the window keeps one byte per call, allocated when
+            the breaker is built; for a longer horizon use
+            ``window_duration``. Ignored when ``window_duration`` is set.
         window_duration: Seconds (or a `timedelta`) of calls the rate rules
             look at instead (a time-based window, exact to 1/20 of its
-            length); better than a count for bursty traffic.
+            length, at least 1 ms); better than a count for bursty traffic,
+            and its memory is fixed whatever the length.
         minimum_calls: No rate is computed while the window holds fewer
             calls, so two failures out of three calls at night do not trip
             it. Capped at ``window_size`` for a count window.
@@ -920,6 +925,33 @@ def _statistics(
     )
 
 
+def _window_size(value: object) -> int:
+    """A count window's size: an int in [1, `MAX_WINDOW_SIZE`]."""
+    size = _validate.positive_int("window_size", value)
+    if size > MAX_WINDOW_SIZE:
+        # The ring is allocated whole (a byte per call): bounded memory,
+        # known at construction.
+        raise ConfigError(
+            "window_size",
+            f"must be <= {MAX_WINDOW_SIZE:_}, got {size:_}; for a longer "
+            "horizon use window_duration (a time window, fixed memory)",
+        )
+    return size
+
+
+def _window_duration(value: object) -> float | None:
+    """A time window's length: ``None`` or finite seconds >= 1 ms."""
+    duration = _validate.optional_positive(
+        "window_duration", value, seconds=True
+    )
+    if duration is not None and duration < MIN_DURATION:
+        raise ConfigError(
+            "window_duration",
+            f"must be >= {MIN_DURATION:g} s (1 ms), got {duration!r}",
+        )
+    return duration
+
+
 def _config(
     *,
     failure_threshold: object,
@@ -971,10 +1003,8 @@ def _config(
             "success_threshold", success_threshold
         ),
         failure_rate_threshold=failure_rate,
-        window_size=_validate.positive_int("window_size", window_size),
-        window_duration=_validate.optional_positive(
-            "window_duration", window_duration, seconds=True
-        ),
+        window_size=_window_size(window_size),
+        window_duration=_window_duration(window_duration),
         minimum_calls=_validate.positive_int("minimum_calls", minimum_calls),
         slow_call_duration=slow_duration,
         slow_call_rate_threshold=slow_rate,

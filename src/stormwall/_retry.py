@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, NoReturn
 from . import _validate
 from ._component import Component
 from ._core import _backoff
-from ._core._window import BucketWindow
+from ._core._window import MIN_DURATION, BucketWindow
 from ._errors import ConfigError, RejectedError
 
 
@@ -533,9 +533,9 @@ class RetryBudget(Component):
             one); set it to what the dependency tolerates as a floor, a
             few per second.
         ttl: The window, in seconds (or a ``timedelta``). Calls and retries
-            count for between ``0.9 * ttl`` and ``ttl`` seconds. Longer
-            windows smooth bursts but remember a past outage longer; 10
-            seconds follows Finagle.
+            count for between ``0.9 * ttl`` and ``ttl`` seconds; at least
+            1 ms. Longer windows smooth bursts but remember a past outage
+            longer; 10 seconds follows Finagle.
         clock: The clock for `statistics`; executors pass their own time
             to the budget and adopt or check this clock when wired.
 
@@ -572,6 +572,11 @@ class RetryBudget(Component):
             "min_per_second", min_per_second
         )
         self._ttl = _validate.positive("ttl", ttl, seconds=True)
+        if self._ttl < MIN_DURATION:
+            # A bucket of ttl / 10 must be wide enough for float maths.
+            raise ConfigError(
+                "ttl", f"must be >= {MIN_DURATION:g} s (1 ms), got {ttl!r}"
+            )
         self._reserve = self._min_per_second * self._ttl
         if math.isinf(self._reserve):
             raise ConfigError(

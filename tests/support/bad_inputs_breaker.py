@@ -115,6 +115,19 @@ BAD_INPUTS = [
     _row(lambda: CB(window_size=10.0), "window_size", "ws-float"),
     _row(lambda: CB(window_size=True), "window_size", "ws-bool"),
     _row(lambda: CB(window_size=None), "window_size", "ws-none"),
+    # The ring is allocated whole: 10**12 was a MemoryError, 10**400 an
+    # OverflowError; above a million calls, window_duration is the answer.
+    _row(
+        lambda: CB(failure_rate_threshold=0.5, window_size=10**12),
+        "window_size",
+        "ws-terabyte",
+    ),
+    _row(
+        lambda: CB(failure_rate_threshold=0.5, window_size=HUGE),
+        "window_size",
+        "ws-huge",
+    ),
+    _row(lambda: CB(window_size=1_000_001), "window_size", "ws-above-max"),
     # window_duration
     _row(lambda: CB(window_duration=0), "window_duration", "wd-zero"),
     _row(lambda: CB(window_duration=-1), "window_duration", "wd-neg"),
@@ -122,6 +135,17 @@ BAD_INPUTS = [
     _row(lambda: CB(window_duration=math.inf), "window_duration", "wd-inf"),
     _row(lambda: CB(window_duration=True), "window_duration", "wd-bool"),
     _row(lambda: CB(window_duration="60"), "window_duration", "wd-str"),
+    # Below 1 ms: 5e-324 / 20 buckets is 0, a division by zero per call.
+    _row(
+        lambda: CB(failure_rate_threshold=0.5, window_duration=5e-324),
+        "window_duration",
+        "wd-denormal",
+    ),
+    _row(
+        lambda: CB(window_duration=timedelta(microseconds=999)),
+        "window_duration",
+        "wd-below-one-ms",
+    ),
     # minimum_calls
     _row(lambda: CB(minimum_calls=0), "minimum_calls", "mc-zero"),
     _row(lambda: CB(minimum_calls=-1), "minimum_calls", "mc-neg"),

@@ -81,6 +81,9 @@ BAD_INPUTS = [
             ("str", "10"),
             ("none", None),
             ("zero-timedelta", timedelta(0)),
+            # Below 1 ms: 5e-324 / 10 buckets is 0, a division by zero.
+            ("denormal", 5e-324),
+            ("below-one-ms", 0.0009),
         ],
     ),
     pytest.param(
@@ -252,6 +255,9 @@ BAD_INPUTS = [
             ("str", "10"),
             ("none", None),
             ("zero-timedelta", timedelta(0)),
+            # Below 1 ms: 5e-324 / 10 buckets is 0, a division by zero.
+            ("denormal", 5e-324),
+            ("below-one-ms", 0.0009),
         ],
     ),
     *_rows(

@@ -35,11 +35,24 @@ from typing import Protocol
 from ._window import BucketWindow
 
 
-__all__ = ["TIME_BUCKETS", "CountWindow", "HealthWindow", "TimeWindow"]
+__all__ = [
+    "MAX_WINDOW_SIZE",
+    "TIME_BUCKETS",
+    "CountWindow",
+    "HealthWindow",
+    "TimeWindow",
+]
 
 # How finely a time window is cut. 20 buckets keep a 60 s window exact to
 # 3 s (resilience4j uses one-second buckets) at a fixed 80 integers of state.
 TIME_BUCKETS = 20
+
+# The largest count window: its ring is allocated whole, one byte a call,
+# so a breaker's memory is known when it is built (1 MB at most here, and
+# in a shared store). A window that grew as calls came would bound nothing
+# until it was full. A longer horizon is a time window's job: its memory is
+# TIME_BUCKETS counters whatever the traffic.
+MAX_WINDOW_SIZE = 1_000_000
 
 _FAILED = 1
 _SLOW = 2

@@ -28,14 +28,21 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
 
-__all__ = ["BucketWindow"]
+__all__ = ["MIN_DURATION", "BucketWindow"]
+
+# The shortest window a constructor accepts (the breaker's
+# ``window_duration``, the retry budget's ``ttl``): 1 ms, so the narrowest
+# bucket is 50 us. A shorter window holds no call worth a rate, and a bucket
+# too narrow for a float breaks the arithmetic: ``5e-324 / 20`` is 0 (a
+# division by zero), and ``now / width`` past float range cannot be floored.
+MIN_DURATION: Final = 0.001
 
 
 class BucketWindow:
