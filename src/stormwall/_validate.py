@@ -35,6 +35,19 @@ UNITS: dict[str, tuple[float, float]] = {
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?|\.[0-9]+)(ms|s|m|h)")
 
 
+def shown(value: object) -> str:
+    """
+    ``repr(value)`` for an error message, short for an int of many digits.
+
+    ``repr`` of an int past ``sys.get_int_max_str_digits()`` (4300 digits)
+    raises ValueError, which would escape in place of the ConfigError.
+    """
+    if isinstance(value, int) and not -(10**18) < value < 10**18:
+        digits = int(value.bit_length() * 0.30103) + 1  # log10(2)
+        return f"{'-' if value < 0 else ''}an int of about {digits} digits"
+    return repr(value)
+
+
 def duration(name: str, text: str) -> float:
     """
     Parse a duration string into seconds.
@@ -75,7 +88,7 @@ def parse_duration(
     """
     seconds = _number(name, value, seconds=True)
     if seconds < 0:
-        raise ConfigError(name, f"must be >= 0, got {value!r}")
+        raise ConfigError(name, f"must be >= 0, got {shown(value)}")
     return seconds
 
 
@@ -109,7 +122,7 @@ def positive(
     """A number > 0 (finite unless told otherwise)."""
     v = _number(name, value, seconds)
     if v <= 0:
-        raise ConfigError(name, f"must be > 0, got {value!r}")
+        raise ConfigError(name, f"must be > 0, got {shown(value)}")
     if finite and math.isinf(v):
         raise ConfigError(name, "must be finite")
     return v
@@ -121,7 +134,7 @@ def non_negative(
     """A number >= 0 (finite unless told otherwise)."""
     v = _number(name, value, seconds)
     if v < 0:
-        raise ConfigError(name, f"must be >= 0, got {value!r}")
+        raise ConfigError(name, f"must be >= 0, got {shown(value)}")
     if finite and math.isinf(v):
         raise ConfigError(name, "must be finite")
     return v
@@ -147,7 +160,7 @@ def fraction(name: str, value: object) -> float:
     """A rate in (0, 1]."""
     v = _number(name, value, seconds=False)
     if not 0 < v <= 1:
-        raise ConfigError(name, f"must be in (0, 1], got {value!r}")
+        raise ConfigError(name, f"must be in (0, 1], got {shown(value)}")
     return v
 
 
@@ -156,7 +169,7 @@ def positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(name, f"expected an int, got {type(value).__name__}")
     if value < 1:
-        raise ConfigError(name, f"must be >= 1, got {value!r}")
+        raise ConfigError(name, f"must be >= 1, got {shown(value)}")
     return value
 
 
@@ -165,7 +178,7 @@ def non_negative_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(name, f"expected an int, got {type(value).__name__}")
     if value < 0:
-        raise ConfigError(name, f"must be >= 0, got {value!r}")
+        raise ConfigError(name, f"must be >= 0, got {shown(value)}")
     return value
 
 

@@ -320,8 +320,11 @@ class KeyLabels:
             or not isinstance(limit, int)  # type: ignore[redundant-expr]
             or limit < 0
         ):
+            # A negative int is not shown: repr() of one past 4300 digits
+            # raises ValueError, which would escape in place of this.
+            got = "a negative int" if type(limit) is int else repr(limit)
             raise ConfigError(
-                "key_label_limit", f"expected an int >= 0, got {limit!r}"
+                "key_label_limit", f"expected an int >= 0, got {got}"
             )
         self.limit = limit
         self._seen: set[str] = set()

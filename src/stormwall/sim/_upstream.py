@@ -124,7 +124,10 @@ def _fraction(param: str, value: object) -> float:
             param, f"expected a fraction in [0, 1], got {type(value).__name__}"
         )
     if not 0.0 <= value <= 1.0:  # NaN fails too
-        raise ConfigError(param, f"expected a fraction in [0, 1], got {value}")
+        raise ConfigError(
+            param,
+            f"expected a fraction in [0, 1], got {_validate.shown(value)}",
+        )
     return float(value)
 
 
@@ -144,7 +147,8 @@ def _schedule(value: object) -> tuple[tuple[float, ...], tuple[float, ...]]:
             t, fraction = entry
         except (TypeError, ValueError):
             raise ConfigError(
-                param, f"expected (t, fraction) pairs, got {entry!r}"
+                param,
+                f"expected (t, fraction) pairs, got {_validate.shown(entry)}",
             ) from None
         t = _validate.non_negative(param, t, finite=True)
         if times and t < times[-1]:
