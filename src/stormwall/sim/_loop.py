@@ -29,6 +29,7 @@ import random
 import selectors
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+from .. import _validate
 from .._clock import LoopClock
 from .._errors import ConfigError
 
@@ -110,7 +111,11 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
     An asyncio event loop in virtual time (see the module docstring).
 
     Args:
-        start: The virtual time the loop starts at, in seconds.
+        start: The virtual time the loop starts at: finite seconds >= 0
+            (or a `timedelta`, or a duration string), as `MockClock`'s.
+
+    Raises:
+        ConfigError: ``start`` is outside its domain.
 
     `time` is virtual: ``asyncio.sleep``, ``call_later``, ``asyncio.timeout``
     and everything built on them run in virtual seconds, and the loop never
@@ -122,8 +127,15 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
     """
 
     def __init__(self, start: float = 0.0) -> None:
-        self._jumping = _JumpingSelector(float(start))
+        self._jumping = _JumpingSelector(0.0)
         super().__init__(self._jumping)
+        try:
+            self._jumping.now = _validate.non_negative(
+                "start", start, seconds=True
+            )
+        except ConfigError:
+            self.close()  # a loop half built still owns its selector
+            raise
         self.virtual_clock = VirtualClock(self)
 
     def time(self) -> float:

@@ -32,6 +32,7 @@ from .._async import AsyncResilientExecutor
 from .._errors import ConfigError
 from .._retry import RetryPolicy
 from ._loop import VirtualEventLoop, keeping_time
+from ._run import MAX_CALLS, check_seed
 
 
 __all__ = ["STRATEGIES", "ConflictError", "OccResult", "occ_contention"]
@@ -120,6 +121,8 @@ def occ_contention(
         base_delay: The first back-off, in seconds.
         max_delay: The back-off cap, in seconds.
         runs: Runs to average over (the network draws differ per run).
+            A run makes up to ``clients**2`` calls (no back-off), and
+            ``runs * clients**2`` is at most ten million.
         seed: Same seed, same result; the network draws depend on the
             seed and ``clients`` only, so every strategy meets the same
             network.
@@ -134,11 +137,22 @@ def occ_contention(
     """
     clients = _validate.positive_int("clients", clients)
     runs = _validate.positive_int("runs", runs)
-    base_delay = _validate.positive("base_delay", base_delay, seconds=True)
-    if isinstance(seed, bool) or not isinstance(seed, int):
+    # Without back-off every client retries until it wins the row: a run
+    # makes up to clients**2 calls.
+    if clients * clients > MAX_CALLS:
         raise ConfigError(
-            "seed", f"expected an int, got {type(seed).__name__}"
+            "clients",
+            f"clients**2 must be <= {MAX_CALLS:_} calls, got "
+            f"{_validate.shown(clients)}",
         )
+    if runs * clients * clients > MAX_CALLS:
+        raise ConfigError(
+            "runs",
+            f"runs * clients**2 must be <= {MAX_CALLS:_} calls, got "
+            f"{_validate.shown(runs * clients * clients)}",
+        )
+    base_delay = _validate.positive("base_delay", base_delay, seconds=True)
+    check_seed(seed)
     executor = AsyncResilientExecutor(
         f"occ-{strategy}",
         retry_policy=policy_for(strategy, base_delay, max_delay),

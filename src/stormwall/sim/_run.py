@@ -21,7 +21,7 @@ import asyncio
 import csv
 import math
 import random
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from .. import _validate
 from .._async import AsyncResilientExecutor
@@ -44,7 +44,25 @@ if TYPE_CHECKING:
     from .._bus import EventBus
 
 
-__all__ = ["SimResult", "run"]
+__all__ = [
+    "MAX_CALLS",
+    "MAX_CLIENTS",
+    "MAX_DURATION",
+    "SimResult",
+    "check_seed",
+    "run",
+]
+
+# What one simulation may be asked to do, so that a typo (``rate=1e18``,
+# ``duration=10**18``) is a ConfigError rather than a run that never ends
+# or a MemoryError. The timeline keeps a row per virtual second (about
+# 130 bytes) and the latency of every call (about 32 bytes); a call costs
+# about 15 us of CPU. So at the bounds: a week is ~80 MB of timeline, ten
+# million calls ~320 MB and a few minutes, a hundred thousand clients as
+# many tasks.
+MAX_DURATION: Final = 7 * 86_400.0
+MAX_CALLS: Final = 10_000_000
+MAX_CLIENTS: Final = 100_000
 
 # The columns of `SimResult.timeline`, in order (also the CSV header).
 COLUMNS = (
@@ -199,9 +217,12 @@ def run(
         rate: Open loop: Poisson arrivals, this many calls per second on
             average, whatever happens to earlier calls.
         clients: Closed loop: this many callers, each calling again as soon
-            as its call ends (after 1 ms if it took no time at all).
+            as its call ends (after 1 ms if it took no time at all); at
+            most 100,000.
         duration: Virtual seconds during which calls start; calls still in
-            flight then are waited for (up to an hour).
+            flight then are waited for (up to an hour). At most a week;
+            with ``rate``, ``rate * duration`` is at most ten million
+            calls.
         seed: Same seed, same executor settings, same result, bit for bit.
         key: The call key passed to ``executor.run``.
         label: The name in legends (default: the executor's name).
@@ -242,19 +263,45 @@ def run(
             raise ConfigError("rate", "expected a finite rate")
     if clients is not None:
         clients = _validate.positive_int("clients", clients)
+        if clients > MAX_CLIENTS:
+            raise ConfigError(
+                "clients",
+                f"must be <= {MAX_CLIENTS:_} (each is a task), got "
+                f"{_validate.shown(clients)}",
+            )
     duration = _validate.positive("duration", duration, seconds=True)
-    if math.isinf(duration):
-        raise ConfigError("duration", "expected a finite duration")
-    if isinstance(seed, bool) or not isinstance(seed, int):
+    if duration > MAX_DURATION:  # infinity too
         raise ConfigError(
-            "seed", f"expected an int, got {type(seed).__name__}"
+            "duration",
+            f"must be <= {MAX_DURATION:g} s (a week: the timeline keeps a "
+            f"row per second), got {duration:g}",
         )
+    if rate is not None and rate * duration > MAX_CALLS:
+        raise ConfigError(
+            "rate",
+            f"rate * duration must be <= {MAX_CALLS:_} calls (every "
+            f"latency is kept), got {rate * duration:g}",
+        )
+    check_seed(seed)
     _validate.key(key)
     sim = _Simulation(executor, upstream, rate, clients, duration, seed, key)
     sim.progress = progress
     with asyncio.Runner(loop_factory=VirtualEventLoop) as runner:
         runner.run(sim.main())
     return sim.result(label or executor.name)
+
+
+def check_seed(seed: object) -> int:
+    """A seed: any int whose digits fit in a string (they seed by text)."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(
+            "seed", f"expected an int, got {type(seed).__name__}"
+        )
+    try:
+        str(seed)
+    except ValueError:  # past sys.get_int_max_str_digits()
+        raise ConfigError("seed", "too many digits to seed by") from None
+    return seed
 
 
 class _Simulation:
