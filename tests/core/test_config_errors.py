@@ -9,23 +9,31 @@ are here.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import inspect
 import math
+import threading
 from datetime import timedelta
 
 import pytest
 
 from stormwall import (
     AsyncResilientExecutor,
+    Bulkhead,
     CircuitBreaker,
+    CompositeLimiter,
     ConfigError,
+    LeakyBucket,
     MockClock,
     ResilientExecutor,
+    RetryBudget,
     RetryPolicy,
     SlidingWindow,
+    StormwallError,
     TokenBucket,
+    sim,
 )
 from stormwall.testing import EventRecorder
 from tests.support.bad_inputs_breaker import BAD_INPUTS as BREAKER
@@ -507,3 +515,249 @@ class TestKeyHelpers:
         for value in ("k", 3, None):
             with pytest.raises(ConfigError, match="expected f, got"):
                 key_function(value, "f")
+
+
+# -- every numeric parameter, fed the extremes -------------------------------
+
+# Values at and past the edges of int and float. Each must give a working
+# object or a ConfigError naming the parameter: never an OverflowError, a
+# MemoryError, a ValueError or TypeError from deep inside, nor a hang.
+EXTREMES = [
+    pytest.param(HUGE, id="1e400-int"),
+    pytest.param(-HUGE, id="minus-1e400-int"),
+    pytest.param(10**18, id="1e18-int"),
+    # repr() of an int past 4300 digits raises ValueError: no message may.
+    pytest.param(-(10**5000), id="int-past-repr"),
+    pytest.param(math.inf, id="inf"),
+    pytest.param(-math.inf, id="minus-inf"),
+    pytest.param(math.nan, id="nan"),
+    pytest.param(-0.0, id="minus-zero"),
+    pytest.param(1e308, id="1e308"),
+    pytest.param(5e-324, id="5e-324"),
+    pytest.param(True, id="True"),
+    pytest.param(False, id="False"),
+]
+
+
+def _prometheus_registry():
+    from prometheus_client import CollectorRegistry  # the extra
+
+    return CollectorRegistry()
+
+
+_REQUIRED["PrometheusExporter"] = lambda: {"registry": _prometheus_registry()}
+
+
+def _numeric_parameters():
+    """``(class, parameter)`` for every number parameter of a constructor."""
+    rows = []
+    for cls in _constructors():
+        for param in inspect.signature(cls).parameters.values():
+            kinds = set(str(param.annotation).split(" | "))
+            if kinds & {"int", "float"}:
+                rows.append(
+                    pytest.param(
+                        cls, param.name, id=f"{cls.__name__}-{param.name}"
+                    )
+                )
+    return rows
+
+
+def _in_time(fn, seconds=10):
+    """
+    ``fn()``, failing rather than waiting forever when it takes too long.
+
+    In a daemon thread: a signal cannot stop a simulation (its executor
+    catches what the handler raises, and retries).
+    """
+    outcome = {}
+
+    def target():
+        try:
+            outcome["value"] = fn()
+        except BaseException as error:  # re-raised below
+            outcome["error"] = error
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still running after {seconds} s: a hang"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
+def _failing_twice():
+    """A function failing twice, then returning: retries, breaker records."""
+    failures = [OSError(), OSError()]
+
+    def call():
+        if failures:
+            raise failures.pop()
+        return "ok"
+
+    return call
+
+
+def _use(obj):
+    """
+    Use what was built once, where a bad value would bite at run time (a
+    window's bucket arithmetic, a back-off's growth, a wait's deadline).
+    """
+    limiters = CompositeLimiter | TokenBucket | LeakyBucket | SlidingWindow
+    if isinstance(obj, limiters):
+        for _ in range(3):
+            obj.try_acquire("k")
+        return
+    parts = {
+        CircuitBreaker: "circuit_breaker",
+        RetryPolicy: "retry_policy",
+        Bulkhead: "bulkhead",
+    }
+    if isinstance(obj, RetryBudget):
+        obj = RetryPolicy(budget=obj)
+    for cls, option in parts.items():
+        if isinstance(obj, cls):
+            executor = ResilientExecutor(
+                "svc", clock=MockClock(), **{option: obj}
+            )
+            # One call: a second one after back-offs of 1e308 s would start
+            # past float range, where the mock clock has no time left.
+            with contextlib.suppress(OSError, StormwallError):
+                executor.run("k", _failing_twice())
+    if isinstance(obj, ResilientExecutor):
+        obj.run("k", lambda: None)
+    if isinstance(obj, MockClock):
+        obj.sleep(1)
+        obj.now()
+
+
+# A rule on two parameters names the one its documentation is written on,
+# whichever of the two is extreme (the message says both).
+_PAIRED = {
+    "base_delay": "max_delay",  # max_delay >= base_delay
+    "ttl": "min_per_second",  # a budget's min_per_second * ttl is finite
+    "capacity": "refill_rate",  # a Redis bucket refills within 10 years
+}
+
+
+def _works_or_names(build, parameter):
+    """Build (and use); a ConfigError must name ``parameter``."""
+    paired = _PAIRED.get(parameter)
+    refused = None
+    try:
+        obj = _in_time(build)
+        # Built: in use, only a cost above a tiny capacity is refused.
+        parameter, paired = "cost", None
+        _in_time(lambda: _use(obj))
+    except ConfigError as error:
+        refused = error
+    if refused is not None:
+        assert refused.parameter in {parameter, paired}, str(refused)
+
+
+def _virtual_loop(start):
+    sim.VirtualEventLoop(start).close()
+
+
+class TestExtremeValues:
+    """Every number parameter, fed values past the edges of int and float."""
+
+    def test_every_listed_parameter_is_found(self):
+        """The enumeration sees the integer parameters too."""
+        found = {
+            (p.values[0].__name__, p.values[1]) for p in _numeric_parameters()
+        }
+
+        assert {
+            ("CircuitBreaker", "window_size"),
+            ("CircuitBreaker", "minimum_calls"),
+            ("LeakyBucket", "capacity"),
+            ("TokenBucket", "max_keys"),
+            ("Bulkhead", "max_concurrent"),
+            ("RetryPolicy", "max_attempts"),
+        } <= found
+        assert {row.values[:2] for row in FLOAT_PARAMETERS} <= {
+            row.values for row in _numeric_parameters()
+        }
+
+    @pytest.mark.parametrize("value", EXTREMES)
+    @pytest.mark.parametrize(("cls", "parameter"), _numeric_parameters())
+    def test_constructor(self, cls, parameter, value):
+        """A working object, or a ConfigError naming the parameter."""
+        if cls.__name__ not in _REQUIRED:
+            pytest.fail(f"add {cls.__name__} to _REQUIRED")
+        options = {
+            # The rules that read the parameter, on.
+            "CircuitBreaker": {"failure_rate_threshold": 0.5},
+        }.get(cls.__name__, {})
+        kwargs = {**_REQUIRED[cls.__name__](), **options, parameter: value}
+
+        _works_or_names(lambda: cls(**kwargs), parameter)
+
+    @pytest.mark.parametrize("value", EXTREMES)
+    @pytest.mark.parametrize(
+        ("build", "parameter"),
+        [
+            pytest.param(
+                lambda v: sim.Upstream(latency=v), "latency", id="latency"
+            ),
+            pytest.param(
+                lambda v: sim.Upstream(failure_rate=v),
+                "failure_rate",
+                id="failure_rate",
+            ),
+            pytest.param(
+                lambda v: sim.Upstream(failure_rate=[(v, 0.5)]),
+                "failure_rate",
+                id="failure_rate-time",
+            ),
+            pytest.param(
+                lambda v: sim.Upstream(capacity=v),
+                "capacity",
+                id="capacity",
+            ),
+            pytest.param(_virtual_loop, "start", id="loop-start"),
+            pytest.param(
+                lambda v: sim.run(
+                    AsyncResilientExecutor("s"), rate=v, duration=1
+                ),
+                "rate",
+                id="run-rate",
+            ),
+            pytest.param(
+                lambda v: sim.run(
+                    AsyncResilientExecutor("s"), clients=v, duration=1
+                ),
+                "clients",
+                id="run-clients",
+            ),
+            pytest.param(
+                lambda v: sim.run(
+                    AsyncResilientExecutor("s"), rate=1, duration=v
+                ),
+                "duration",
+                id="run-duration",
+            ),
+            pytest.param(
+                lambda v: sim.run(
+                    AsyncResilientExecutor("s"), rate=1, duration=1, seed=v
+                ),
+                "seed",
+                id="run-seed",
+            ),
+            *(
+                pytest.param(
+                    lambda v, p=p: sim.occ_contention(
+                        **{"clients": 2, "strategy": "full", "runs": 1, p: v}
+                    ),
+                    p,
+                    id=f"occ-{p}",
+                )
+                for p in ("clients", "base_delay", "max_delay", "runs", "seed")
+            ),
+        ],
+    )
+    def test_simulator(self, build, parameter, value):
+        """The simulator's numbers too: a run, or a ConfigError."""
+        _works_or_names(lambda: build(value), parameter)
