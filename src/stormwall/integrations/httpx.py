@@ -60,6 +60,7 @@ of the attempt spans instead.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -121,6 +122,13 @@ The value a cache must assume for a delta-seconds it cannot represent
 transports clamp hints to the policy's ``max_delay``)."""
 
 _MAX_DIGITS: Final = str(2**31)
+
+# A date whose year has two digits: the day, the month's name and the year,
+# as RFC 850 writes them ("06-Nov-94", an HTTP-date's obsolete form) or
+# RFC 5322's obsolete syntax ("06 Nov 94"). Four digits, or asctime's
+# "Nov  6 08:49:37 1994", do not match.
+_NO_TIME: Final = timedelta(0)
+_TWO_DIGIT_YEAR: Final = re.compile(r"\d{1,2}[ -][A-Za-z]+[ -]\d{2}(?![\d:])")
 
 RETRYABLE_ERRORS: Final[tuple[type[httpx.TransportError], ...]] = (
     httpx.NetworkError,  # ConnectError, ReadError, WriteError, CloseError
@@ -228,8 +236,47 @@ def parse_retry_after(
         # asctime dates carry no zone, and "-0000" means "unknown": both
         # are GMT in HTTP.
         when = when.replace(tzinfo=UTC)
-    seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if now is None:
+        now = datetime.now(UTC)
+    elif now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)  # a naive time is UTC, as above
+    if _TWO_DIGIT_YEAR.search(value):
+        try:
+            when = _nearest_century(when, now)
+        except ValueError:
+            return None
+    seconds = (when - now).total_seconds()
     return min(max(0.0, seconds), MAX_RETRY_AFTER)
+
+
+def _nearest_century(when: datetime, now: datetime) -> datetime:
+    """
+    ``when``, a date written with a two-digit year, in the right century.
+
+    RFC 9110 §5.6.7: a recipient reads such a year as the most recent past
+    year with the same last two digits when it would otherwise be more than
+    50 years in the future. (The email parser's rule, 1969-2068, is RFC
+    5322's: it would read "70" as 1970 until 2068.) So the year is the one
+    in ``(now - 50 years, now + 50 years]``. Raises ValueError when that
+    year lacks the date (29 February 1900).
+    """
+    now = now.astimezone(UTC)
+    year = now.year - now.year % 100 + when.year % 100
+    for candidate in (year - 100, year, year + 100):
+        try:
+            moved = when.replace(year=candidate)
+        except ValueError:  # 29 February in a year without one
+            continue
+        utc = moved.astimezone(UTC)
+        # How far ahead: whole years, then the rest of the date (no
+        # timedelta is exactly 50 years across leap days).
+        ahead = (
+            utc.year - now.year,
+            utc.replace(year=2000) - now.replace(year=2000),
+        )
+        if (-50, _NO_TIME) < ahead <= (50, _NO_TIME):
+            return moved
+    raise ValueError(when)
 
 
 def is_retryable(error: BaseException) -> bool:
