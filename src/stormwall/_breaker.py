@@ -933,8 +933,9 @@ def _window_size(value: object) -> int:
         # known at construction.
         raise ConfigError(
             "window_size",
-            f"must be <= {MAX_WINDOW_SIZE:_}, got {size:_}; for a longer "
-            "horizon use window_duration (a time window, fixed memory)",
+            f"must be <= {MAX_WINDOW_SIZE:_}, got {_validate.shown(size)}; "
+            "for a longer horizon use window_duration (a time window, fixed "
+            "memory)",
         )
     return size
 

@@ -528,6 +528,7 @@ EXTREMES = [
     pytest.param(10**18, id="1e18-int"),
     # repr() of an int past 4300 digits raises ValueError: no message may.
     pytest.param(-(10**5000), id="int-past-repr"),
+    pytest.param(10**5000, id="positive-int-past-repr"),
     pytest.param(math.inf, id="inf"),
     pytest.param(-math.inf, id="minus-inf"),
     pytest.param(math.nan, id="nan"),
