@@ -48,6 +48,7 @@ BUCKETS: Final = (
 )
 """Duration bucket bounds in seconds (``le``; a last one is +Inf)."""
 
+_FIRST: Final = BUCKETS[0]
 _N: Final = len(BUCKETS) + 1
 # A histogram cell: _N counts (one per bucket, +Inf last, not cumulative)
 # followed by _N sums (the sum of the durations that fell in each bucket:
@@ -73,7 +74,11 @@ class Tally:
 
     Bumped by the executors (attempt end, call end, retry decisions) while
     counting is on; read by `snapshot`. Thread-safe: one lock, held for a
-    few list operations.
+    few list operations. A cell, once made, stays in its dict, so a bump
+    finds it without the lock and takes the lock only to add to it (and
+    to make a missing one); the lock is acquired and released explicitly,
+    as on the limiters' hot path (half the cost of ``with``). A duration
+    under the first bound (most of them in process) needs no search.
     """
 
     __slots__ = ("_lock", "_won", "attempts", "calls", "exhausted", "retries")
@@ -99,53 +104,67 @@ class Tally:
         attempt is timed from the call's start, one clock read apiece), so
         one bucket search and one lock serve both.
         """
-        i = bisect_left(BUCKETS, duration)
+        i = 0 if duration <= _FIRST else bisect_left(BUCKETS, duration)
         cells = self._won.get(executor)
         if cells is None:
             cells = self._won_cells(executor)
         call, attempt = cells
         j = _N + i
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             call[i] += 1
             call[j] += duration
             attempt[i] += 1
             attempt[j] += duration
+        finally:
+            lock.release()
 
     def _won_cells(self, executor: str) -> tuple[list[float], list[float]]:
         key = (executor, "success")
+        cells = (self._cell(self.calls, key), self._cell(self.attempts, key))
         with self._lock:
-            cells = self._won.get(executor)
-            if cells is None:
-                call = self.calls.get(key)
-                if call is None:
-                    call = self.calls[key] = [0] * _WIDTH
-                attempt = self.attempts.get(key)
-                if attempt is None:
-                    attempt = self.attempts[key] = [0] * _WIDTH
-                cells = self._won[executor] = (call, attempt)
-            return cells
+            return self._won.setdefault(executor, cells)
+
+    def _cell(
+        self, cells: dict[tuple[str, str], list[float]], key: tuple[str, str]
+    ) -> list[float]:
+        """The cell of ``key``, made (under the lock) if it is missing."""
+        with self._lock:
+            cell = cells.get(key)
+            if cell is None:
+                cell = cells[key] = [0] * _WIDTH
+            return cell
 
     def call(self, executor: str, outcome: str, duration: float) -> None:
         """Count a logical call that ended with ``outcome``."""
-        i = bisect_left(BUCKETS, duration)
+        i = 0 if duration <= _FIRST else bisect_left(BUCKETS, duration)
         key = (executor, outcome)
-        with self._lock:
-            cell = self.calls.get(key)
-            if cell is None:
-                cell = self.calls[key] = [0] * _WIDTH
+        cell = self.calls.get(key)
+        if cell is None:
+            cell = self._cell(self.calls, key)
+        lock = self._lock
+        lock.acquire()
+        try:
             cell[i] += 1
             cell[_N + i] += duration
+        finally:
+            lock.release()
 
     def attempt(self, executor: str, outcome: str, duration: float) -> None:
         """Count an attempt that ended with ``outcome``."""
-        i = bisect_left(BUCKETS, duration)
+        i = 0 if duration <= _FIRST else bisect_left(BUCKETS, duration)
         key = (executor, outcome)
-        with self._lock:
-            cell = self.attempts.get(key)
-            if cell is None:
-                cell = self.attempts[key] = [0] * _WIDTH
+        cell = self.attempts.get(key)
+        if cell is None:
+            cell = self._cell(self.attempts, key)
+        lock = self._lock
+        lock.acquire()
+        try:
             cell[i] += 1
             cell[_N + i] += duration
+        finally:
+            lock.release()
 
     def retry(self, executor: str, error_type: str) -> None:
         """Count a scheduled retry."""
