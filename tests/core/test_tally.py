@@ -10,6 +10,7 @@ threads bump them at once.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sys
 import threading
@@ -17,6 +18,7 @@ import threading
 import pytest
 
 from stormwall import (
+    AsyncResilientExecutor,
     CircuitBreaker,
     CircuitOpenError,
     EventBus,
@@ -178,6 +180,53 @@ class TestSameNumbers:
         assert _counted(workload, False, listener) == quick
         won = 2 if workload in ("success", "retried") else 1  # a warm-up
         assert won == sum(quick[0]["svc", "success"][:N])
+
+
+async def _counted_async(quick, slow_first):
+    """One async call counted (its first attempt past the timeout, or
+    failing), then a plain success; every number."""
+    clock = MockClock()
+    ex = AsyncResilientExecutor(
+        "svc",
+        limiter=TokenBucket(100, 100),
+        circuit_breaker=CircuitBreaker(),
+        retry_policy=RetryPolicy(max_attempts=2, base_delay=0.25, jitter=None),
+        timeout=0.1 if slow_first else None,
+        clock=clock,
+        bus=EventBus(),
+    )
+    if not quick:
+        ex._pipeline.quick = False
+    tally.attach(ex.bus)
+    attempts = []
+
+    async def work():
+        attempts.append(1)
+        if len(attempts) == 1:
+            if slow_first:
+                await clock.sleep_async(1.0)
+            raise Boom
+        await clock.sleep_async(0.03)
+        return 1
+
+    assert quick is (ex._pipeline.enter("k").__class__ is QuickCall)
+    assert 1 == await ex.run("k", work)
+    assert 1 == await ex.run("k", work)
+    return _numbers(ex.bus)
+
+
+class TestAsync:
+    @pytest.mark.parametrize("slow_first", [False, True])
+    def test_an_async_quick_call_counts_what_a_call_counts(self, slow_first):
+        """The async driver: a failed or timed-out first attempt, retried,
+        then a plain success, counted alike either way in."""
+        quick = asyncio.run(_counted_async(True, slow_first))
+
+        assert asyncio.run(_counted_async(False, slow_first)) == quick
+        attempts = quick[1]
+        failed = "timeout" if slow_first else "failure"
+        assert 1 == sum(attempts["svc", failed][:N])
+        assert 2 == sum(attempts["svc", "success"][:N])
 
 
 class TestThreads:
