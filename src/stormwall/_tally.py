@@ -342,13 +342,21 @@ def cell_parts(
 
 
 class BreakerReading:
-    """A breaker at collection time (no transition is made by reading)."""
+    """
+    A breaker at collection time (no transition is made by reading).
+
+    ``failure_rate_threshold`` and ``slow_call_rate_threshold`` are the
+    breaker's rate rules (None: no such rule, or a retired breaker), so a
+    rate can be read against the threshold at which the breaker trips.
+    """
 
     __slots__ = (
         "failure_rate",
+        "failure_rate_threshold",
         "name",
         "rejected",
         "slow_call_rate",
+        "slow_call_rate_threshold",
         "state",
         "transitions",
     )
@@ -361,6 +369,8 @@ class BreakerReading:
         slow_call_rate: float | None,
         rejected: int,
         transitions: dict[tuple[str, str], int],
+        failure_rate_threshold: float | None = None,
+        slow_call_rate_threshold: float | None = None,
     ) -> None:
         self.name = name
         self.state = state
@@ -368,6 +378,8 @@ class BreakerReading:
         self.slow_call_rate = slow_call_rate
         self.rejected = rejected
         self.transitions = transitions
+        self.failure_rate_threshold = failure_rate_threshold
+        self.slow_call_rate_threshold = slow_call_rate_threshold
 
 
 class LimiterReading:
@@ -553,6 +565,8 @@ def retire(component: Any) -> None:
         reading: Any = _read_breaker(component)
         reading.state = None
         reading.failure_rate = reading.slow_call_rate = None
+        reading.failure_rate_threshold = None
+        reading.slow_call_rate_threshold = None
     elif isinstance(component, Limiter):
         if getattr(component, "_tiers", None) is not None:
             return
@@ -598,6 +612,7 @@ def retire(component: Any) -> None:
 def _read_breaker(breaker: Any) -> BreakerReading:
     from ._breaker import _statistics
 
+    config = breaker._config
     shared = getattr(breaker, "_shared", None)
     if shared is not None:
         # The store's last reply: a scrape makes no round trip.
@@ -608,6 +623,8 @@ def _read_breaker(breaker: Any) -> BreakerReading:
             None,
             rejections(breaker),
             transitions(breaker),
+            config.failure_rate_threshold,
+            config.slow_call_rate_threshold,
         )
     with breaker._lock:
         rec = breaker._record
@@ -624,6 +641,8 @@ def _read_breaker(breaker: Any) -> BreakerReading:
         stats.slow_call_rate,
         stats.rejected,
         transitions(breaker),
+        config.failure_rate_threshold,
+        config.slow_call_rate_threshold,
     )
 
 
