@@ -396,28 +396,38 @@ class Pipeline:
         without a breaker), which the driver hands to `settle` after a
         success, or to `resume` after a failure (then the error to the
         `Call` it returns). When somebody listens (but not to the limiter's
-        grants), the same call starts as a `QuickCall`: its first attempt
-        reports what a `Call` would, with less state, and it becomes a
-        `Call` if that attempt fails. Everything else goes through a
-        `Call`.
+        grants), or a pull exporter counts, the same call starts as a
+        `QuickCall`: its first attempt reports and counts what a `Call`'s
+        would, with less state, and it becomes a `Call` if that attempt
+        fails. Everything else goes through a `Call`.
         """
         bus = self.bus
         if (
             self.quick
             and key.__class__ is str
-            and bus._tally is None
             and not (self.others and _listened(self.others))
         ):
             if bus._subs:
                 return self.enter_observed(key)
             rec, limiter = self.record, self.limiter
-            # The generation first: a transition writes the state before
-            # bumping it (see `CircuitBreaker._admit`).
-            permit = 0 if rec is None else rec.generation
-            if (rec is None or rec.state is CLOSED) and (
-                limiter is None or limiter._grab(key)
-            ):
-                return permit
+            tally = bus._tally
+            if tally is None:
+                # The generation first: a transition writes the state
+                # before bumping it (see `CircuitBreaker._admit`).
+                permit = 0 if rec is None else rec.generation
+                if (rec is None or rec.state is CLOSED) and (
+                    limiter is None or limiter._grab(key)
+                ):
+                    return permit
+            else:
+                # Counted: the call's start is read before it is admitted,
+                # as a `Call` reads it.
+                started = self.now()
+                permit = 0 if rec is None else rec.generation
+                if (rec is None or rec.state is CLOSED) and (
+                    limiter is None or limiter._grab(key)
+                ):
+                    return QuickCall(self, key, permit, started, tally)
         return self.call(key)
 
     def enter_observed(self, key: str) -> Call:
@@ -444,7 +454,7 @@ class Pipeline:
             if (rec is None or rec.state is CLOSED) and (
                 limiter is None or limiter._grab(key)
             ):
-                call = QuickCall(self, key, permit, started)
+                call = QuickCall(self, key, permit, started, bus._tally)
                 if not wanted.hushed:
                     # Reported as `open` would, now that it is admitted:
                     # the breaker and the limiter had nothing to say.
@@ -1153,22 +1163,34 @@ class Call:
 
 class QuickCall(Call):
     """
-    A call through the quick way in while somebody listens.
+    A call through the quick way in while somebody listens or counts.
 
-    `Pipeline.enter_observed` admitted it (a closed breaker, a permit at
-    once) and read its start; it holds just that, and its context when
-    anybody takes what a success reports (else none, ``hushed``: a log
-    exporter that drops successes). Its first attempt reports what a
-    `Call`'s would; a success ends it. A failure, or an escape, makes it
-    the `Call` it would have been (building the context then if it has
-    none: CallStarted, were it wanted now, dated at the start), which goes
-    on from there.
+    `Pipeline.enter_observed` (or `Pipeline.enter`, counting with nobody
+    listening) admitted it (a closed breaker, a permit at once) and read
+    its start; it holds just that, the bus's `Tally` while a pull exporter
+    counts, and its context when anybody takes what a success reports
+    (else none, ``hushed``: a log exporter that drops successes). Its
+    first attempt reports and counts what a `Call`'s would; a success ends
+    it. A failure, or an escape, makes it the `Call` it would have been
+    (building the context then if it has none: CallStarted, were it wanted
+    now, dated at the start; counting on with the same `Tally`), which
+    goes on from there.
+
+    Without a context, the first attempt is timed from the call's start
+    (the admission, which a `Call` leaves out of the attempt, is a few
+    hundred nanoseconds of it), so a counted success reads the clock once
+    more and counts its call and its attempt at once (`Tally.won`).
     """
 
     __slots__ = ()
 
     def __init__(
-        self, pipe: Pipeline, key: str, permit: int, started: float
+        self,
+        pipe: Pipeline,
+        key: str,
+        permit: int,
+        started: float,
+        tally: Tally | None,
     ) -> None:
         self.pipe = pipe
         self.key = key
@@ -1176,6 +1198,7 @@ class QuickCall(Call):
         self.started = started
         self.t0 = started
         self.ctx = None
+        self.tally = tally
 
     def admit(self, _: object = None) -> Step | Wait:
         """Admitted already, by `Pipeline.enter_observed`."""
@@ -1192,14 +1215,26 @@ class QuickCall(Call):
     def succeeded(self, result: Any) -> Step | Wait:
         pipe = self.pipe
         ctx = self.ctx
+        tally = self.tally
         if ctx is None:
+            if tally is None:
+                pipe.settle(self.permit, 0.0, None)
+                self.value = result
+                return RETURN
+            duration = pipe.now() - self.started
             pipe.settle(self.permit, 0.0, None)
+            tally.won(pipe.name, duration)
             self.value = result
             return RETURN
-        pipe.attempt_ended(ctx, "success", pipe.now() - self.t0, None)
+        duration = pipe.now() - self.t0
+        pipe.attempt_ended(ctx, "success", duration, None)
+        if tally is not None:
+            tally.attempt(pipe.name, "success", duration)
         pipe.settle(self.permit, 0.0, None)
         self.value = result
         pipe.call_ended(ctx, "success", 1, self.started, None)
+        if tally is not None:
+            tally.call(pipe.name, "success", pipe.now() - self.started)
         return RETURN
 
     def _become_call(self) -> None:
@@ -1209,7 +1244,6 @@ class QuickCall(Call):
         self.error = None
         self.previous = None
         self.receipt = None
-        self.tally = None
         self.timed = True
         if self.ctx is None:
             ctx = self.ctx = self.pipe.open(self.key, self.started)
@@ -1222,7 +1256,7 @@ class QuickCall(Call):
         return self.failed(exc)
 
     def abandon(self, error: BaseException) -> None:
-        if self.ctx is not None:
+        if self.ctx is not None or self.tally is not None:
             self._become_call()
             self.abandon(error)
 

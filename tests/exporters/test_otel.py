@@ -56,6 +56,7 @@ from stormwall.events import (
     AttemptEnded,
     AttemptStarted,
     CallEnded,
+    CallStarted,
     RetryScheduled,
 )
 from stormwall.exporters import _vocabulary as vocab
@@ -534,6 +535,88 @@ class TestCancellation:
         call = tracing.one("svc")
         assert ["stormwall.retry.scheduled"] == event_names(call)
         assert "cancelled" == call.attributes["stormwall.outcome"]
+
+
+class TestLostEvents:
+    """Events a component reports by hand, some missing: spans still end,
+    and contexts unwind to the caller's."""
+
+    def events(self, tracing):
+        bus = EventBus()
+        exporter = TracingExporter(tracing.provider)
+        exporter.attach(bus)
+        ids = {"time": 0.0, "executor": "svc", "key": "k", "call_id": 7}
+        return bus, exporter, ids
+
+    def test_attempt_started_twice(self, tracing):
+        """An attempt whose AttemptEnded went missing ends as cancelled
+        when the next one starts; both are children of the call span."""
+        bus, exporter, ids = self.events(tracing)
+        with tracing.tracer.start_as_current_span("request") as request:
+            bus.emit(CallStarted(**ids))
+            bus.emit(AttemptStarted(**ids, attempt=1))
+            bus.emit(AttemptStarted(**ids, attempt=2))
+            second = trace.get_current_span()
+            bus.emit(
+                AttemptEnded(**ids, attempt=2, outcome="success", duration=0.0)
+            )
+            bus.emit(
+                CallEnded(**ids, outcome="success", attempts=2, duration=0.0)
+            )
+            after = trace.get_current_span()
+
+        assert request is after
+        first, last = tracing.named("svc attempt")
+        assert second.get_span_context() == last.context
+        assert [1, "cancelled"] == [
+            first.attributes["stormwall.attempt"],
+            first.attributes["stormwall.outcome"],
+        ]
+        assert StatusCode.UNSET == first.status.status_code
+        assert [2, "success"] == [
+            last.attributes["stormwall.attempt"],
+            last.attributes["stormwall.outcome"],
+        ]
+        call = tracing.one("svc")
+        assert [sid(call), sid(call)] == [parent_of(first), parent_of(last)]
+        assert {} == exporter._calls
+        assert 7 not in vocab.CALL_SPANS
+
+    def test_call_ended_with_an_attempt_open(self, tracing):
+        """CallEnded ends an attempt still open as cancelled, first."""
+        bus, exporter, ids = self.events(tracing)
+        with tracing.tracer.start_as_current_span("request") as request:
+            bus.emit(CallStarted(**ids))
+            bus.emit(AttemptStarted(**ids, attempt=1))
+            bus.emit(
+                CallEnded(**ids, outcome="failure", attempts=1, duration=0.0)
+            )
+            after = trace.get_current_span()
+
+        assert request is after
+        assert ["svc attempt", "svc", "request"] == [
+            s.name for s in tracing.spans()
+        ]
+        attempt, call, _ = tracing.spans()
+        assert "cancelled" == attempt.attributes["stormwall.outcome"]
+        assert StatusCode.UNSET == attempt.status.status_code
+        assert "failure" == call.attributes["stormwall.outcome"]
+        assert StatusCode.ERROR == call.status.status_code
+        assert {} == exporter._calls
+
+    def test_events_outside_a_call(self, tracing):
+        """Events without a call id, or of a call never started, make no
+        span."""
+        bus, exporter, ids = self.events(tracing)
+        bus.emit(CallStarted(time=0.0, executor="svc"))
+        bus.emit(AttemptStarted(**ids, attempt=1))
+        bus.emit(
+            AttemptEnded(**ids, attempt=1, outcome="failure", duration=0.0)
+        )
+        bus.emit(CallEnded(**ids, outcome="success", attempts=1, duration=0.0))
+
+        assert [] == tracing.spans()
+        assert {} == exporter._calls
 
 
 class TestKey:

@@ -165,6 +165,71 @@ class TestGauges:
             breaker="young",
         )
 
+    def test_thresholds_beside_the_rates(self, paths):
+        """
+        Each rate rule's threshold is a gauge next to its rate, so a
+        dashboard draws where the breaker trips and an alert can fire
+        before it does, whatever each breaker's threshold; a breaker with
+        no rate rule has no threshold series.
+        """
+        rated = CircuitBreaker(
+            "rated",
+            failure_threshold=None,
+            failure_rate_threshold=0.3,
+            slow_call_duration=1.0,
+            slow_call_rate_threshold=0.9,
+        )
+        plain = CircuitBreaker("plain", failure_threshold=5)
+        executors = [
+            ResilientExecutor(
+                name, circuit_breaker=b, clock=MockClock(), bus=paths.bus
+            )
+            for name, b in (("a", rated), ("b", plain))
+        ]
+        for ex in executors:
+            ex.run("k", lambda: "ok")
+
+        collected = paths.collect()
+        for name, value in (
+            ("failure_rate_threshold", 0.3),
+            ("slow_call_rate_threshold", 0.9),
+        ):
+            assert value == paths.scrape(
+                f"stormwall_circuit_breaker_{name}", breaker="rated"
+            )
+            assert value == point(
+                collected,
+                f"stormwall.circuit_breaker.{name}",
+                breaker="rated",
+            )
+            assert None is paths.scrape(
+                f"stormwall_circuit_breaker_{name}", breaker="plain"
+            )
+            assert None is point(
+                collected,
+                f"stormwall.circuit_breaker.{name}",
+                breaker="plain",
+            )
+
+    def test_thresholds_on_the_key_label_path(self):
+        """With key labels (the event-driven path) the thresholds are
+        read at scrape time too."""
+        bus, registry = EventBus(), CollectorRegistry()
+        PrometheusExporter(registry, key_label_limit=5).attach(bus)
+        breaker = CircuitBreaker(
+            "keyed", failure_threshold=None, failure_rate_threshold=0.6
+        )
+        ex = ResilientExecutor(
+            "svc", circuit_breaker=breaker, clock=MockClock(), bus=bus
+        )
+
+        ex.run("k", lambda: "ok")
+
+        assert 0.6 == registry.get_sample_value(
+            "stormwall_circuit_breaker_failure_rate_threshold",
+            {"breaker": "keyed"},
+        )
+
     def test_slow_call_rate(self, paths):
         """Slow calls over the window show as a rate on both paths."""
         clock = MockClock()

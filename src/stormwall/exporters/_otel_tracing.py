@@ -36,12 +36,19 @@ from ._otel_guard import SpanKind, Status, StatusCode, otel_context, trace
 if TYPE_CHECKING:
     from collections.abc import Callable
     from contextvars import Token
+    from typing import TypeAlias
 
     from opentelemetry.context import Context
     from opentelemetry.trace import Span
     from opentelemetry.util.types import AttributeValue
 
     from stormwall import Subscription
+
+    # One traced call: its span, the context that makes it current and the
+    # token to detach it, and the name of its attempts' spans.
+    _Call: TypeAlias = tuple[Span, Context, Token[Context], str]
+    # One open attempt: its span and the token to detach it.
+    _Attempt: TypeAlias = tuple[Span, Token[Context]]
 
 
 __all__ = ["TracingExporter"]
@@ -82,6 +89,13 @@ _BACKEND_COOLDOWN: Final = "stormwall.backend.cooldown"
 _FAILED_CALL: Final = frozenset({"failure", "rejected"})
 _FAILED_ATTEMPT: Final = frozenset({"failure", "timeout"})
 
+# What every call and attempt uses, looked up once (not per span).
+_INTERNAL: Final = SpanKind.INTERNAL
+_in_context: Final = trace.set_span_in_context
+_attach: Final = otel_context.attach
+_detach: Final = otel_context.detach
+_CALL_SPANS: Final = vocab.CALL_SPANS
+
 
 def _exception_type(error: BaseException) -> str:
     """``exception.type`` as the OTel SDK's ``record_exception`` writes it."""
@@ -90,21 +104,6 @@ def _exception_type(error: BaseException) -> str:
     if module and module != "builtins":
         return f"{module}.{cls.__qualname__}"
     return cls.__qualname__
-
-
-class _Call:
-    """One traced call: its span, its context and token, its open attempt."""
-
-    __slots__ = ("attempt_span", "attempt_token", "context", "span", "token")
-
-    def __init__(
-        self, span: Span, context: Context, token: Token[Context]
-    ) -> None:
-        self.span = span
-        self.context = context
-        self.token = token
-        self.attempt_span: Span | None = None
-        self.attempt_token: Token[Context] | None = None
 
 
 # Executors' names are few, but not a closed set: what is kept per name is
@@ -181,14 +180,17 @@ class TracingExporter:
         )
         self._record_key = record_key
         self._record_messages = record_exception_messages
-        # call_id -> _Call. Single dict operations (get, set, pop) are
-        # atomic, and each call_id is only ever touched by the thread or
-        # task running that call, so no lock is needed.
+        # call_id -> its call, and its open attempt (plain tuples: cheaper
+        # to build and read than an object). Single dict operations (get,
+        # set, pop) are atomic, and each call_id is only ever touched by
+        # the thread or task running that call, so no lock is needed.
         self._calls: dict[int, _Call] = {}
-        # Executor -> its call spans' attributes (the SDK copies them), and
-        # its attempt spans' name: built once, not per span.
-        self._call_attrs: dict[str, dict[str, AttributeValue]] = {}
-        self._names: dict[str, str] = {}
+        self._attempts: dict[int, _Attempt] = {}
+        # Executor -> its call spans' name and attributes (the SDK copies
+        # them) and its attempt spans' name: built once, not per span.
+        self._executors: dict[
+            str | None, tuple[str, dict[str, AttributeValue], str]
+        ] = {}
         self._attachments = Attachments()
         self._handlers: dict[type[Event], Callable[[Any], None]] = {
             CallStarted: self._call_started,
@@ -234,71 +236,77 @@ class TracingExporter:
 
     # -- spans ----------------------------------------------------------------
 
+    def _executor(
+        self, executor: str | None
+    ) -> tuple[str, dict[str, AttributeValue], str]:
+        """What the spans of ``executor``'s calls are named and start with."""
+        name = executor or "stormwall"
+        attributes: dict[str, AttributeValue] = {_EXECUTOR: name}
+        known = (name, attributes, f"{name} attempt")
+        if len(self._executors) < _CACHE_MAX:
+            self._executors[executor] = known
+        return known
+
     def _call_started(self, event: CallStarted) -> None:
         call_id = event.call_id
         if call_id is None:
             return
-        executor = event.executor or "stormwall"
+        known = self._executors.get(event.executor)
+        if known is None:
+            known = self._executor(event.executor)
+        name, attributes, attempt_name = known
         # At the start, where a sampler can see them.
-        attributes: dict[str, AttributeValue] | None
         if self._record_key and event.key is not None:
-            attributes = {_EXECUTOR: executor, _KEY: event.key}
-        else:
-            attributes = self._call_attrs.get(executor)
-            if attributes is None:
-                attributes = {_EXECUTOR: executor}
-                if len(self._call_attrs) < _CACHE_MAX:
-                    self._call_attrs[executor] = attributes
+            attributes = {**attributes, _KEY: event.key}
         span = self._tracer.start_span(
-            executor, kind=SpanKind.INTERNAL, attributes=attributes
+            name, kind=_INTERNAL, attributes=attributes
         )
-        context = trace.set_span_in_context(span)
-        token = otel_context.attach(context)
-        self._calls[call_id] = _Call(span, context, token)
+        context = _in_context(span)
+        self._calls[call_id] = (span, context, _attach(context), attempt_name)
         # So the log exporters find the call span for a call's events that
         # happen while an attempt span is current (a bulkhead release).
-        vocab.CALL_SPANS[call_id] = span
+        _CALL_SPANS[call_id] = span
 
     def _attempt_started(self, event: AttemptStarted) -> None:
-        call = self._calls.get(event.call_id)  # type: ignore[arg-type]
+        call_id: int = event.call_id  # type: ignore[assignment]
+        call = self._calls.get(call_id)
         if call is None:
             return
-        if call.attempt_span is not None:  # an AttemptEnded went missing
-            self._end_attempt(call, "cancelled", None)
-        executor = event.executor or "stormwall"
-        name = self._names.get(executor)
-        if name is None:
-            name = f"{executor} attempt"
-            if len(self._names) < _CACHE_MAX:
-                self._names[executor] = name
+        if call_id in self._attempts:  # an AttemptEnded went missing
+            self._end_attempt(call_id, "cancelled", None)
         span = self._tracer.start_span(
-            name, context=call.context, kind=SpanKind.INTERNAL
+            call[3], context=call[1], kind=_INTERNAL
         )
         # Set after the start: an attempt span is sampled as its call span
         # is (a child), and the SDK charges a mapping given at the start
         # about twice what it charges one `set_attribute` (1.45: the
         # sampler's result and a recursive clean of the mapping).
         span.set_attribute(_ATTEMPT, event.attempt or 0)
-        call.attempt_span = span
-        call.attempt_token = otel_context.attach(
-            trace.set_span_in_context(span)
-        )
+        self._attempts[call_id] = (span, _attach(_in_context(span)))
 
     def _attempt_ended(self, event: AttemptEnded) -> None:
-        call = self._calls.get(event.call_id)  # type: ignore[arg-type]
-        if call is None or call.attempt_span is None:
+        call_id: int = event.call_id  # type: ignore[assignment]
+        outcome = event.outcome
+        if outcome != "success":
+            self._end_attempt(call_id, outcome, event.error)
             return
-        self._end_attempt(call, event.outcome, event.error)
+        # `_end_attempt` of a success, inline: the hot path.
+        attempt = self._attempts.pop(call_id, None)
+        if attempt is None:
+            return
+        span, token = attempt
+        _detach(token)
+        span.set_attribute(_OUTCOME, outcome)
+        span.end()
 
     def _end_attempt(
-        self, call: _Call, outcome: str, error: BaseException | None
+        self, call_id: int, outcome: str, error: BaseException | None
     ) -> None:
-        span, token = call.attempt_span, call.attempt_token
-        call.attempt_span = call.attempt_token = None
-        if token is not None:
-            otel_context.detach(token)
-        if span is None:
+        attempt = self._attempts.pop(call_id, None)
+        if attempt is None:
             return
+        span, token = attempt
+        _detach(token)
         span.set_attribute(_OUTCOME, outcome)
         if outcome in _FAILED_ATTEMPT:
             span.set_attribute(_ERROR_TYPE, vocab.error_type(error))
@@ -312,21 +320,22 @@ class TracingExporter:
         span.end()
 
     def _call_ended(self, event: CallEnded) -> None:
-        call_id = event.call_id
-        call = self._calls.pop(call_id, None)  # type: ignore[arg-type]
+        call_id: int = event.call_id  # type: ignore[assignment]
+        call = self._calls.pop(call_id, None)
         if call is None:
             return
-        vocab.CALL_SPANS.pop(call_id, None)  # type: ignore[arg-type]
-        if call.attempt_span is not None:
+        _CALL_SPANS.pop(call_id, None)
+        if call_id in self._attempts:
             # Detach in LIFO order: the attempt's context sits on the call's.
-            self._end_attempt(call, "cancelled", None)
-        otel_context.detach(call.token)
-        span = call.span
+            self._end_attempt(call_id, "cancelled", None)
+        _detach(call[2])
+        span = call[0]
+        outcome = event.outcome
         # One `set_attribute` per attribute: cheaper in the SDK than a
         # mapping (see `_attempt_started`).
         span.set_attribute(_ATTEMPTS, event.attempts)
-        span.set_attribute(_OUTCOME, event.outcome)
-        if event.outcome in _FAILED_CALL:
+        span.set_attribute(_OUTCOME, outcome)
+        if outcome in _FAILED_CALL:
             span.set_attribute(_ERROR_TYPE, vocab.error_type(event.error))
             span.set_status(Status(StatusCode.ERROR))
         span.end()
@@ -338,7 +347,7 @@ class TracingExporter:
     ) -> None:
         call = self._calls.get(event.call_id)  # type: ignore[arg-type]
         if call is not None:
-            call.span.add_event(event.name, attributes)
+            call[0].add_event(event.name, attributes)
 
     def _retry_scheduled(self, event: RetryScheduled) -> None:
         self._add_event(
@@ -428,6 +437,6 @@ class TracingExporter:
             _ERROR_TYPE: vocab.error_type(event.error),
         }
         call = self._calls.get(event.call_id)  # type: ignore[arg-type]
-        span = call.span if call is not None else trace.get_current_span()
+        span = call[0] if call is not None else trace.get_current_span()
         if span.is_recording():
             span.add_event(event.name, attributes)

@@ -226,6 +226,24 @@ BREAKER_SLOW_CALL_RATE = MetricSpec(
     "minimum_calls or without slow_call_duration).",
     ("breaker",),
 )
+BREAKER_FAILURE_RATE_THRESHOLD = MetricSpec(
+    "stormwall.circuit_breaker.failure_rate_threshold",
+    "stormwall_circuit_breaker_failure_rate_threshold",
+    "gauge",
+    "",
+    "The failure rate at which the breaker opens (its "
+    "failure_rate_threshold; absent without that rule).",
+    ("breaker",),
+)
+BREAKER_SLOW_CALL_RATE_THRESHOLD = MetricSpec(
+    "stormwall.circuit_breaker.slow_call_rate_threshold",
+    "stormwall_circuit_breaker_slow_call_rate_threshold",
+    "gauge",
+    "",
+    "The slow-call rate at which the breaker opens (its "
+    "slow_call_rate_threshold; absent without that rule).",
+    ("breaker",),
+)
 LIMITER_AVAILABLE = MetricSpec(
     "stormwall.rate_limiter.available_permits",
     "stormwall_rate_limiter_available_permits",
@@ -256,6 +274,8 @@ RETRY_BUDGET_AVAILABLE = MetricSpec(
 GAUGES: Final = (
     BREAKER_FAILURE_RATE,
     BREAKER_SLOW_CALL_RATE,
+    BREAKER_FAILURE_RATE_THRESHOLD,
+    BREAKER_SLOW_CALL_RATE_THRESHOLD,
     LIMITER_AVAILABLE,
     BULKHEAD_LIMIT,
     RETRY_BUDGET_AVAILABLE,
@@ -536,6 +556,14 @@ def _breakers(
         if breaker.slow_call_rate is not None:
             out[BREAKER_SLOW_CALL_RATE.otel_name].set(
                 (name,), breaker.slow_call_rate
+            )
+        if breaker.failure_rate_threshold is not None:
+            out[BREAKER_FAILURE_RATE_THRESHOLD.otel_name].set(
+                (name,), breaker.failure_rate_threshold
+            )
+        if breaker.slow_call_rate_threshold is not None:
+            out[BREAKER_SLOW_CALL_RATE_THRESHOLD.otel_name].set(
+                (name,), breaker.slow_call_rate_threshold
             )
 
 
