@@ -549,22 +549,18 @@ def _breakers(
         for pair, n in breaker.transitions.items():
             moves.add((name, *pair), n)
         out[BREAKER_REJECTIONS.otel_name].add((name,), breaker.rejected)
-        if breaker.failure_rate is not None:
-            out[BREAKER_FAILURE_RATE.otel_name].set(
-                (name,), breaker.failure_rate
-            )
-        if breaker.slow_call_rate is not None:
-            out[BREAKER_SLOW_CALL_RATE.otel_name].set(
-                (name,), breaker.slow_call_rate
-            )
-        if breaker.failure_rate_threshold is not None:
-            out[BREAKER_FAILURE_RATE_THRESHOLD.otel_name].set(
-                (name,), breaker.failure_rate_threshold
-            )
-        if breaker.slow_call_rate_threshold is not None:
-            out[BREAKER_SLOW_CALL_RATE_THRESHOLD.otel_name].set(
-                (name,), breaker.slow_call_rate_threshold
-            )
+        # Absent, never NaN: a rate below minimum_calls, a rule not set.
+        for spec, value in (
+            (BREAKER_FAILURE_RATE, breaker.failure_rate),
+            (BREAKER_SLOW_CALL_RATE, breaker.slow_call_rate),
+            (BREAKER_FAILURE_RATE_THRESHOLD, breaker.failure_rate_threshold),
+            (
+                BREAKER_SLOW_CALL_RATE_THRESHOLD,
+                breaker.slow_call_rate_threshold,
+            ),
+        ):
+            if value is not None:
+                out[spec.otel_name].set((name,), value)
 
 
 def _limiters(
