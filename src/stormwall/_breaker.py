@@ -30,7 +30,6 @@ from ._core._breaker import (
     Transition,
 )
 from ._core._health import MAX_WINDOW_SIZE
-from ._core._window import MIN_DURATION
 from ._errors import CircuitOpenError, ConfigError
 from ._events import BreakerRejected, BreakerStateChanged
 from ._store import Admission, BreakerStore, SharedCore, Snapshot
@@ -942,15 +941,9 @@ def _window_size(value: object) -> int:
 
 def _window_duration(value: object) -> float | None:
     """A time window's length: ``None`` or finite seconds >= 1 ms."""
-    duration = _validate.optional_positive(
-        "window_duration", value, seconds=True
+    return (
+        None if value is None else _validate.window("window_duration", value)
     )
-    if duration is not None and duration < MIN_DURATION:
-        raise ConfigError(
-            "window_duration",
-            f"must be >= {MIN_DURATION:g} s (1 ms), got {duration!r}",
-        )
-    return duration
 
 
 def _config(

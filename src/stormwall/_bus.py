@@ -306,7 +306,12 @@ class EventBus:
                 )
         event_types = tuple(event_types)
         wanted = _check_outcomes(outcomes, event_types)
-        sub = Subscription(self, handler, event_types, outcomes=wanted)
+        return self._add(
+            Subscription(self, handler, event_types, outcomes=wanted)
+        )
+
+    def _add(self, sub: Subscription) -> Subscription:
+        """Start delivering to ``sub`` (a new listener: a new generation)."""
         with self._lock:
             self._own(sub)
             self._subs = (*self._subs, sub)
@@ -396,12 +401,7 @@ class EventBus:
         sub = Subscription(
             self, route, tuple(routes), routes, first, last, wanted
         )
-        with self._lock:
-            self._own(sub)
-            self._subs = (*self._subs, sub)
-            self._changed()
-            self.generation += 1
-        return sub
+        return self._add(sub)
 
     def _subscribe_quiet(
         self,

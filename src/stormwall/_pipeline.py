@@ -210,7 +210,8 @@ _attempt_ended = builder(AttemptEnded)
 _call_ended = builder(CallEnded)
 
 
-# The outcomes the pipeline reports (`_outcome`, `failure_outcome`).
+# The outcomes the pipeline reports (`_outcome`, `failure_outcome`); the
+# exporters' vocabulary has them as label values (a test holds them equal).
 ATTEMPT_OUTCOMES: Final = ("success", "failure", "timeout", "cancelled")
 CALL_OUTCOMES: Final = (
     "success",
@@ -409,9 +410,9 @@ class Pipeline:
         ):
             if bus._subs:
                 return self.enter_observed(key)
-            rec, limiter = self.record, self.limiter
             tally = bus._tally
             if tally is None:
+                rec, limiter = self.record, self.limiter
                 # The generation first: a transition writes the state
                 # before bumping it (see `CircuitBreaker._admit`).
                 permit = 0 if rec is None else rec.generation
@@ -420,14 +421,9 @@ class Pipeline:
                 ):
                     return permit
             else:
-                # Counted: the call's start is read before it is admitted,
-                # as a `Call` reads it.
-                started = self.now()
-                permit = 0 if rec is None else rec.generation
-                if (rec is None or rec.state is CLOSED) and (
-                    limiter is None or limiter._grab(key)
-                ):
-                    return QuickCall(self, key, permit, started, tally)
+                quick = self.quick_call(key, tally)
+                if quick is not None:
+                    return quick
         return self.call(key)
 
     def enter_observed(self, key: str) -> Call:
@@ -448,22 +444,33 @@ class Pipeline:
             not wanted.limiter_allowed
             and bus.generation == self.observed_generation
         ):
-            rec, limiter = self.record, self.limiter
-            started = self.now()
-            permit = 0 if rec is None else rec.generation
-            if (rec is None or rec.state is CLOSED) and (
-                limiter is None or limiter._grab(key)
-            ):
-                call = QuickCall(self, key, permit, started, bus._tally)
+            call = self.quick_call(key, bus._tally)
+            if call is not None:
                 if not wanted.hushed:
                     # Reported as `open` would, now that it is admitted:
                     # the breaker and the limiter had nothing to say.
                     ctx = call.ctx = CallContext(
                         self.name, key, next(_call_ids), bus
                     )
-                    self.call_started(ctx, started)
+                    self.call_started(ctx, call.started)
                 return call
         return self.call(key)
+
+    def quick_call(self, key: str, tally: Tally | None) -> QuickCall | None:
+        """
+        A `QuickCall` for ``key`` if it is admitted at once, else None.
+
+        Its start is read before the admission, as a `Call` reads it.
+        """
+        rec, limiter = self.record, self.limiter
+        started = self.now()
+        # The generation first (see `enter`).
+        permit = 0 if rec is None else rec.generation
+        if (rec is None or rec.state is CLOSED) and (
+            limiter is None or limiter._grab(key)
+        ):
+            return QuickCall(self, key, permit, started, tally)
+        return None
 
     def refresh(self) -> Wanted:
         """What the bus's subscribers take now (see `Wanted`)."""

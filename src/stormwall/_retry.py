@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, NoReturn
 from . import _validate
 from ._component import Component
 from ._core import _backoff
-from ._core._window import MIN_DURATION, BucketWindow
+from ._core._window import BucketWindow
 from ._errors import ConfigError, RejectedError
 
 
@@ -571,12 +571,7 @@ class RetryBudget(Component):
         self._min_per_second = _validate.non_negative(
             "min_per_second", min_per_second
         )
-        self._ttl = _validate.positive("ttl", ttl, seconds=True)
-        if self._ttl < MIN_DURATION:
-            # A bucket of ttl / 10 must be wide enough for float maths.
-            raise ConfigError(
-                "ttl", f"must be >= {MIN_DURATION:g} s (1 ms), got {ttl!r}"
-            )
+        self._ttl = _validate.window("ttl", ttl)
         self._reserve = self._min_per_second * self._ttl
         if math.isinf(self._reserve):
             raise ConfigError(

@@ -15,6 +15,7 @@ import re
 from datetime import timedelta
 from typing import TYPE_CHECKING, TypeVar
 
+from ._core._window import MIN_DURATION
 from ._errors import ConfigError
 
 
@@ -154,6 +155,21 @@ def optional_positive(
 ) -> float | None:
     """``None`` or a finite number > 0."""
     return None if value is None else positive(name, value, seconds=seconds)
+
+
+def window(name: str, value: object) -> float:
+    """
+    A time window's length: finite seconds (or a ``timedelta``) >= 1 ms.
+
+    `BucketWindow`'s narrowest (`MIN_DURATION`): a bucket too narrow for a
+    float breaks its arithmetic.
+    """
+    seconds = positive(name, value, seconds=True)
+    if seconds < MIN_DURATION:
+        raise ConfigError(
+            name, f"must be >= {MIN_DURATION:g} s (1 ms), got {seconds!r}"
+        )
+    return seconds
 
 
 def fraction(name: str, value: object) -> float:

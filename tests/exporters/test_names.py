@@ -176,6 +176,18 @@ class TestSameNamesOnBothPaths:
                     assert spec.prometheus_name in names, spec
 
 
+def test_label_outcomes_are_the_outcomes_the_pipeline_reports():
+    """
+    The outcome labels created at 0 are the outcomes the pipeline reports:
+    two tuples, since exporters import only stormwall's public names, held
+    together here so neither can drift.
+    """
+    from stormwall import _pipeline
+
+    assert _pipeline.CALL_OUTCOMES == vocab.CALL_OUTCOMES
+    assert _pipeline.ATTEMPT_OUTCOMES == vocab.ATTEMPT_OUTCOMES
+
+
 class TestObserve:
     def test_observe_attaches_every_exporter_once(self):
         """stormwall.observe wires several exporters in one line, and

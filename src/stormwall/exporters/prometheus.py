@@ -126,6 +126,16 @@ _KEYED: Final = frozenset(
 _Children = dict[tuple[str, ...], Any]
 
 
+def _taken(exc: ValueError) -> ConfigError:
+    """A registry that has stormwall's metrics already (prometheus' clash)."""
+    return ConfigError(
+        "registry",
+        f"it already has stormwall metrics ({exc}); build one "
+        "PrometheusExporter per registry and attach it to every bus, or "
+        "close() the previous exporter first",
+    )
+
+
 def _build(
     spec: vocab.MetricSpec, registry: CollectorRegistry | None, keyed: bool
 ) -> MetricWrapperBase:
@@ -322,12 +332,7 @@ class PrometheusExporter:
         try:
             registry.register(collector)
         except ValueError as exc:
-            raise ConfigError(
-                "registry",
-                f"it already has stormwall metrics ({exc}); build one "
-                "PrometheusExporter per registry and attach it to every bus, "
-                "or close() the previous exporter first",
-            ) from None
+            raise _taken(exc) from None
         return collector
 
     @staticmethod
@@ -342,12 +347,7 @@ class PrometheusExporter:
         except ValueError as exc:
             for metric in made.values():
                 registry.unregister(metric)
-            raise ConfigError(
-                "registry",
-                f"it already has stormwall metrics ({exc}); build one "
-                "PrometheusExporter per registry and attach it to every bus, "
-                "or close() the previous exporter first",
-            ) from None
+            raise _taken(exc) from None
         return made
 
     # -- public ---------------------------------------------------------------
